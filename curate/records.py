@@ -1,0 +1,165 @@
+"""The record: one row per candidate image, from source record to shard.
+
+The Arrow schema is defined here once. Every stage reads and returns tables of this
+schema (stages may add columns they own, but never drop these). A record's fate is the
+pair ``status`` / ``reason``: ``pending`` while it is still moving through the run, then
+exactly one terminal status with a reason code from the vocabulary below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Iterable, Mapping
+
+import pyarrow as pa
+
+PENDING = "pending"
+KEPT = "kept"
+REJECTED = "rejected"
+DUPLICATE = "duplicate"
+FAILED = "failed"
+TERMINAL_STATUSES = (KEPT, REJECTED, DUPLICATE, FAILED)
+
+# Reason codes, by the status they go with. A reason names *why*; the human-readable
+# ``detail`` column says what exactly (field, value, HTTP message, ...).
+REASONS: dict[str, tuple[str, ...]] = {
+    REJECTED: (
+        "malformed_record",  # unparseable line or wrong types: ``raw`` keeps the input
+        "missing_id",
+        "missing_url",
+        "no_image",  # the source record has no image (metadata-only, not-open-access object)
+        "not_image",  # the media item is not a still image (3D, scanned book, video)
+        "license_unknown",
+        "license_not_allowed",
+        "min_side",
+        "max_aspect_ratio",
+    ),
+    DUPLICATE: ("exact_sha256",),
+    FAILED: (
+        "download_http_error",  # reason is ``download_http_<code>``
+        "download_timeout",
+        "download_error",
+        "decode_error",
+        "not_fetched",  # the fetcher returned no row for the record
+    ),
+    KEPT: ("",),
+}
+
+_HTTP_REASON = re.compile(r"^download_http_\d{3}$")
+
+SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_id", pa.string()),
+        pa.field("origin", pa.string()),  # "<file>:<line>" the record was read from
+        pa.field("url", pa.string()),
+        pa.field("page_url", pa.string()),
+        pa.field("license", pa.string()),  # registry id, null when the evidence is not recognised
+        pa.field("license_field", pa.string()),  # the raw field the license came from ...
+        pa.field("license_value", pa.string()),  # ... and its raw value
+        pa.field("license_url", pa.string()),
+        pa.field("creator", pa.string()),
+        pa.field("title", pa.string()),
+        pa.field("date", pa.string()),
+        pa.field("meta", pa.string()),  # JSON object: further descriptive fields for captions
+        pa.field("attribution", pa.string()),
+        pa.field("consent_id", pa.string()),
+        pa.field("raw", pa.string()),  # the input as given, for records that could not be parsed
+        pa.field("sha256", pa.string()),
+        pa.field("width", pa.int32()),  # original size, before any resize
+        pa.field("height", pa.int32()),
+        pa.field("duplicate_of", pa.string()),
+        pa.field("caption", pa.string()),
+        pa.field("caption_origin", pa.string()),
+        pa.field("shard", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+_INPUT_COLUMNS = frozenset(COLUMNS) - {"key", "status", "reason"}
+
+
+class RecordError(ValueError):
+    """A record that cannot be turned into a row; names the source, origin and field."""
+
+
+def make_key(source: str, source_id: str) -> str:
+    """Stable key from source and source id, never from row order.
+
+    Webdataset splits a sample name at the first dot, so keys are ``<source>-<hex>``.
+    """
+    digest = hashlib.sha1(f"{source}\x00{source_id}".encode()).hexdigest()[:20]
+    return f"{source}-{digest}"
+
+
+def valid_reason(status: str, reason: str) -> bool:
+    if status == PENDING:
+        return reason == ""
+    allowed = REASONS.get(status)
+    if allowed is None:
+        return False
+    return reason in allowed or (status == FAILED and bool(_HTTP_REASON.match(reason)))
+
+
+def candidate(source: str, source_id: str, **fields: Any) -> dict[str, Any]:
+    """A pending record for an image a source offers."""
+    unknown = set(fields) - _INPUT_COLUMNS
+    if unknown:
+        raise RecordError(f"{source}:{source_id}: unknown record fields {sorted(unknown)}")
+    row = {name: None for name in COLUMNS}
+    row.update(fields)
+    if isinstance(row["meta"], Mapping):
+        row["meta"] = json.dumps({k: v for k, v in row["meta"].items() if v not in (None, "", [])},
+                                 ensure_ascii=False)
+    row.update(key=make_key(source, source_id), source=source, source_id=source_id,
+               status=PENDING, reason="")
+    return row
+
+
+def rejected(source: str, source_id: str | None, reason: str, detail: str, **fields: Any) -> dict[str, Any]:
+    """A record decided at ingest: kept in the manifest with its reason.
+
+    Records without a usable id are keyed by their origin (file and line), which is
+    stable for a given input file.
+    """
+    ident = source_id if source_id else f"origin:{fields.get('origin')}"
+    row = candidate(source, ident, **fields)
+    if not source_id:
+        row["source_id"] = None
+    return finish(row, REJECTED, reason, detail)
+
+
+def finish(row: dict[str, Any], status: str, reason: str, detail: str | None = None) -> dict[str, Any]:
+    if not valid_reason(status, reason):
+        raise RecordError(f"record {row.get('key')}: invalid status/reason {status!r}/{reason!r}")
+    row.update(status=status, reason=reason, detail=detail)
+    return row
+
+
+def to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist([{name: r.get(name) for name in COLUMNS} for r in rows], schema=SCHEMA)
+
+
+def empty_table() -> pa.Table:
+    return SCHEMA.empty_table()
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Cast a table (e.g. after a Ray round trip) back to the record schema, keeping extra columns."""
+    extra = [n for n in table.column_names if n not in SCHEMA.names]
+    columns, fields = [], []
+    for field in SCHEMA:
+        if field.name in table.column_names:
+            columns.append(table[field.name].cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+        fields.append(field)
+    for name in extra:
+        columns.append(table[name])
+        fields.append(table.schema.field(name))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
