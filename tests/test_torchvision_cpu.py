@@ -1,0 +1,20 @@
+import subprocess
+import sys
+
+
+def test_open_clip_imports_and_builds_a_model_in_a_fresh_process():
+    code = ("import curate, open_clip, torch\n"
+            "model = open_clip.create_model('RN50', pretrained=None)\n"
+            "print(type(model).__name__)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "CLIP"
+
+
+def test_torchvision_transforms_work_after_the_fix():
+    code = ("import curate, torchvision.transforms as T\n"
+            "from PIL import Image\n"
+            "print(tuple(T.ToTensor()(T.Resize(32)(Image.new('RGB', (64, 48)))).shape))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "(3, 32, 42)"
