@@ -1,0 +1,32 @@
+# Two commands on a fresh machine (see README):  make demo   |   make test
+# Every install goes through constraints.txt, which pins torch==2.13.0 (the CPU build)
+# and the rest of the stack, so no package can pull in another torch.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+OUT ?= out/demo
+
+.PHONY: install demo test test-slow bench-fetch clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/cleanroom curate run pipelines/demo.yaml --out $(OUT)
+	$(BIN)/cleanroom query $(OUT) "SELECT license, status, count(*) AS n FROM records GROUP BY 1, 2 ORDER BY 1, 2"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+bench-fetch: install
+	$(BIN)/python benchmarks/fetch.py
+
+clean:
+	rm -rf $(VENV) out

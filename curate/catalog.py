@@ -1,0 +1,56 @@
+"""The run's DuckDB catalog: the run manifest and shard parquet as queryable tables.
+
+Tables, not views over file paths, so the catalog keeps working when OUT is moved or
+copied. It is rebuilt from the parquet files, which stay the source of truth.
+``records`` is one row per input record with its fate; ``samples`` one row per sample
+in a shard; ``licenses`` the registry the run was checked against.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from curate import licenses
+from curate.io import atomic_path
+
+CATALOG = "catalog.duckdb"
+
+
+def _licenses_table() -> pa.Table:
+    return pa.Table.from_pylist([
+        {"license": lic.id, "name": lic.name, "url": lic.url, "family": lic.family,
+         "allowed_for_training": lic.allowed_for_training, "attribution_required": lic.attribution_required}
+        for lic in licenses.registry().values()
+    ])
+
+
+def build(out: Path) -> Path:
+    path = out / CATALOG
+    with atomic_path(path) as tmp:
+        tmp.unlink()  # DuckDB refuses to open an empty file as a database
+        con = duckdb.connect(str(tmp))
+        con.execute("CREATE TABLE records AS SELECT *, status || CASE WHEN reason = '' THEN '' "
+                    "ELSE ':' || reason END AS fate FROM read_parquet(?)", [str(out / "records" / "*.parquet")])
+        shard_files = sorted((out / "shards").glob("*.parquet"))
+        if shard_files:
+            con.execute("CREATE TABLE samples AS SELECT * FROM read_parquet(?)", [[str(p) for p in shard_files]])
+        else:
+            con.execute("CREATE TABLE samples AS SELECT * FROM records WHERE false")
+        con.register("licenses_arrow", _licenses_table())
+        con.execute("CREATE TABLE licenses AS SELECT * FROM licenses_arrow")
+        con.close()
+    return path
+
+
+def query(out: Path, sql: str) -> pa.Table:
+    path = out / CATALOG
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no catalog; is {out} the output folder of a finished run?")
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql).to_arrow_table()
+    finally:
+        con.close()

@@ -1,0 +1,62 @@
+"""The ``cleanroom`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from curate.config import ConfigError
+
+
+def _curate_run(args: argparse.Namespace) -> int:
+    from curate.run import run
+
+    stats = run(Path(args.pipeline), Path(args.out), address=args.address)
+    print(json.dumps({"out": str(Path(args.out).resolve()), "records": stats["records"], "kept": stats["kept"],
+                      "by_fate": stats["by_fate"]}, indent=2))
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from curate.catalog import query
+
+    table = query(Path(args.out), args.sql)
+    print("\t".join(table.column_names))
+    for row in table.to_pylist():
+        print("\t".join("" if v is None else str(v) for v in row.values()))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="cleanroom", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    curate = commands.add_parser("curate", help="curation jobs").add_subparsers(dest="action", required=True)
+    run = curate.add_parser("run", help="run (or resume) a curation pipeline")
+    run.add_argument("pipeline", help="pipeline YAML, e.g. pipelines/demo.yaml")
+    run.add_argument("--out", required=True, help="output folder of the run")
+    run.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
+    run.set_defaults(handler=_curate_run)
+
+    query = commands.add_parser("query", help="SQL over a run's catalog (tables: records, samples, licenses)")
+    query.add_argument("out", help="output folder of a finished run")
+    query.add_argument("sql")
+    query.set_defaults(handler=_query)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    try:
+        return args.handler(args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"cleanroom: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Typed, validated configuration: source manifests and pipelines.
+
+A *manifest* (``manifests/<source>.yaml``) declares one source: its adapter, where its
+metadata lives, the field that carries the license, fetch politeness and the
+attribution template. A *pipeline* (``pipelines/*.yaml``) names the sources to run, the
+license policy, filter thresholds and shard settings. Both are validated at load, with
+errors that name the file and the field; the resolved pipeline is saved as
+``OUT/run.yaml`` beside every run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from curate.fetch import FetchSettings
+from curate.sources import ADAPTERS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MANIFESTS_DIR = PROJECT_ROOT / "manifests"
+LICENSES_DIR = PROJECT_ROOT / "licenses"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Manifest(Strict):
+    source: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")  # used in record keys
+    name: str
+    adapter: str
+    metadata: list[str] = Field(default_factory=list)  # paths or globs, relative to the manifest
+    license_field: str
+    homepage: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    fetch: dict[str, Any] = Field(default_factory=dict)  # FetchSettings fields
+    attribution: str = "{title} by {creator}, {source_name}, {license_name}"
+
+    @field_validator("adapter")
+    @classmethod
+    def _known_adapter(cls, value: str) -> str:
+        if value not in ADAPTERS:
+            raise ValueError(f"unknown adapter {value!r}; known: {', '.join(sorted(ADAPTERS))}")
+        return value
+
+
+class SourceEntry(Strict):
+    """One source in a pipeline: a manifest plus pipeline-level overrides."""
+
+    manifest: str
+    metadata: list[str] | None = None  # replaces the manifest's, relative to the pipeline file
+    options: dict[str, Any] = Field(default_factory=dict)
+    fetch: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResolutionFilter(Strict):
+    min_side: int = Field(default=256, ge=1)
+    max_aspect_ratio: float = Field(default=3.0, ge=1.0)
+
+
+class Filters(Strict):
+    resolution: ResolutionFilter = ResolutionFilter()
+
+
+class Dedup(Strict):
+    exact: bool = True
+
+
+class Captions(Strict):
+    # Tried in order; the first whose required fields the record has wins (see curate.templates).
+    metadata_templates: list[str] = Field(default_factory=lambda: ["{title}[, by {creator}][, {date}]",
+                                                                   "{creator}[, {date}]"], min_length=1)
+
+
+class Shards(Strict):
+    samples_per_shard: int = Field(default=1000, ge=1)
+
+
+class Demo(Strict):
+    """An offline corpus generated into the run folder and served on loopback."""
+
+    images: int = Field(default=24, ge=8)
+    seed: int = 0
+
+
+class RayConfig(Strict):
+    num_cpus: int | None = None  # local Ray only; None lets Ray count the cores
+
+
+class ResolvedSource(Strict):
+    """A source as the run uses it: manifest merged with the pipeline's overrides."""
+
+    source: str
+    name: str
+    adapter: str
+    metadata: list[str]  # absolute paths or globs
+    license_field: str
+    options: dict[str, Any]
+    fetch: FetchSettings
+    attribution: str
+    priority: int  # position in the pipeline: lower is preferred when duplicates meet
+
+
+class Pipeline(Strict):
+    name: str
+    policy: str = "default"  # a name under licenses/ (policy-<name>.yaml) or a path
+    sources: list[SourceEntry] = Field(min_length=1)
+    fetch: dict[str, Any] = Field(default_factory=dict)  # defaults for every source
+    filters: Filters = Filters()
+    dedup: Dedup = Dedup()
+    captions: Captions = Captions()
+    shards: Shards = Shards()
+    demo: Demo | None = None
+    ray: RayConfig = RayConfig()
+
+    @model_validator(mode="after")
+    def _fetch_fields_known(self) -> "Pipeline":
+        FetchSettings(**self.fetch)
+        return self
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], path: Path) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def load_manifest(path: Path) -> Manifest:
+    return _validate(Manifest, _load_yaml(path), path)
+
+
+def load_pipeline(path: Path) -> Pipeline:
+    return _validate(Pipeline, _load_yaml(path), path)
+
+
+def manifest_path(reference: str, base: Path) -> Path:
+    """A bare name (``met``) means the project's ``manifests/met.yaml``; else a path from ``base``."""
+    if "/" not in reference and not reference.endswith((".yaml", ".yml")):
+        return MANIFESTS_DIR / f"{reference}.yaml"
+    return (base / reference).resolve()
+
+
+def policy_path(reference: str, base: Path) -> Path:
+    if "/" not in reference and not reference.endswith((".yaml", ".yml")):
+        return LICENSES_DIR / f"policy-{reference}.yaml"
+    return (base / reference).resolve()
+
+
+def _expand(value: Any, variables: dict[str, str], where: str) -> Any:
+    """Fill run variables (``{out}``, ``{demo_url}``) into a path or an option string."""
+    if isinstance(value, dict):
+        return {k: _expand(v, variables, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, variables, where) for v in value]
+    if not isinstance(value, str):
+        return value
+    try:
+        return value.format_map(variables)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"{where}: {value!r} names an unknown run variable {e}; "
+                          f"known: {', '.join('{' + k + '}' for k in variables)}") from None
+
+
+def resolve_sources(pipeline: Pipeline, pipeline_file: Path, variables: dict[str, str]) -> list[ResolvedSource]:
+    base = pipeline_file.resolve().parent
+    resolved = []
+    for priority, entry in enumerate(pipeline.sources):
+        path = manifest_path(entry.manifest, base)
+        manifest = load_manifest(path)
+        where = f"{pipeline_file}: sources[{priority}]"
+        if entry.metadata is not None:
+            metadata = [str((base / m).resolve()) for m in _expand(entry.metadata, variables, where)]
+        else:
+            metadata = [str((path.parent / m).resolve()) for m in _expand(manifest.metadata, variables, str(path))]
+        if not metadata:
+            raise ConfigError(f"{pipeline_file}: sources[{priority}] ({manifest.source}): no metadata given "
+                              f"in the pipeline or in {path}")
+        fetch = {**pipeline.fetch, **manifest.fetch, **entry.fetch}
+        try:
+            settings = FetchSettings(**fetch)
+        except ValidationError as e:
+            raise ConfigError(f"{pipeline_file}: sources[{priority}] ({manifest.source}) fetch: {e}") from None
+        resolved.append(ResolvedSource(
+            source=manifest.source, name=manifest.name, adapter=manifest.adapter, metadata=metadata,
+            license_field=manifest.license_field,
+            options=_expand({**manifest.options, **entry.options}, variables, where),
+            fetch=settings, attribution=manifest.attribution, priority=priority,
+        ))
+    names = [s.source for s in resolved]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{pipeline_file}: a source appears twice in sources: {names}")
+    return resolved
+
+
+class RunConfig(Strict):
+    """Everything a run needs, resolved: what ``OUT/run.yaml`` holds."""
+
+    pipeline_file: str
+    pipeline: Pipeline
+    policy_file: str
+    sources: list[ResolvedSource]
+    mode: Literal["local", "cluster"] = "local"
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def resolve(pipeline_file: Path, variables: dict[str, str]) -> RunConfig:
+    pipeline = load_pipeline(pipeline_file)
+    policy = policy_path(pipeline.policy, pipeline_file.resolve().parent)
+    if not policy.exists():
+        raise ConfigError(f"{pipeline_file}: policy: {policy} does not exist")
+    return RunConfig(pipeline_file=str(pipeline_file.resolve()), pipeline=pipeline, policy_file=str(policy),
+                     sources=resolve_sources(pipeline, pipeline_file, variables))

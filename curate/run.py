@@ -1,0 +1,231 @@
+"""A curation run: the stages wired on Ray Data, with files between them.
+
+Layout of ``OUT``::
+
+    run.yaml          the resolved config (a re-run must match it)
+    work/<stage>/     each stage's output; a stage's folder appears, by rename, only
+                      when the stage finished, so an interrupted run redoes only the
+                      unfinished stage (fetch resumes inside img2dataset's own shards)
+    shards/           webdataset tars + a parquet per shard, index.json written last
+    records/          the run manifest: one row per input record with its fate
+    catalog.duckdb    DuckDB tables over the above (``cleanroom query``)
+    stats.json        counts per stage, source, license and reason
+    DONE              written last; a run with DONE is complete and re-running it is a no-op
+
+Ray runs locally by default (``ray.init`` on this machine) or joins a cluster with
+``address``. Nothing outside this module knows Ray is there: stages are plain callables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import duckdb
+import pyarrow as pa
+
+from curate import catalog, dedup, demo, fetch, licenses, records, shards, stats
+from curate.caption import MetadataCaptioner
+from curate.config import ConfigError, RunConfig, load_pipeline, resolve
+from curate.ingest import Ingest, work_items
+from curate.io import write_parquet_atomic, write_text_atomic
+from curate.score.resolution import Resolution
+
+log = logging.getLogger("cleanroom.run")
+
+DONE = "DONE"
+
+
+@contextmanager
+def ray_session(config: RunConfig, address: str | None) -> Iterator[None]:
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=config.pipeline.ray.num_cpus, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _check_config(config: RunConfig, out: Path) -> None:
+    """Write run.yaml, or make sure a resumed run uses the config it started with."""
+    path = out / "run.yaml"
+    text = config.to_yaml()
+    if path.exists() and path.read_text() != text:
+        raise ConfigError(f"{path}: {out} holds a run of a different config; use a new --out "
+                          f"(or delete {out} to start over)")
+    write_text_atomic(text, path)
+
+
+def run(pipeline_file: Path, out: Path, address: str | None = None) -> dict[str, Any]:
+    """Run (or resume) a pipeline into ``out``; returns the run's stats."""
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    pipeline = load_pipeline(pipeline_file)
+    variables = {"out": str(out), **(demo.prepare(pipeline.demo, out) if pipeline.demo else {})}
+    config = resolve(pipeline_file, variables)
+    config.mode = "cluster" if address else "local"
+    _check_config(config, out)
+    if (out / DONE).exists():
+        log.info("%s is a finished run: nothing to do", out)
+        return json.loads((out / stats.STATS).read_text())
+    serving = demo.serving(pipeline.demo, out) if pipeline.demo else nullcontext()
+    with serving, ray_session(config, address):
+        return Run(config, out).execute()
+
+
+class Run:
+    def __init__(self, config: RunConfig, out: Path):
+        self.config = config
+        self.out = out
+        self.work = out / "work"
+        self.policy = licenses.Policy.load(config.policy_file)
+
+    def stage(self, name: str, produce: Callable[[Path], None]) -> Path:
+        """Run ``produce`` into a scratch folder that becomes ``work/<name>`` only when it finished."""
+        final = self.work / name
+        if final.exists():
+            log.info("stage %s: already done", name)
+            return final
+        scratch = self.work / f"{name}.partial"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        log.info("stage %s", name)
+        produce(scratch)
+        os.replace(scratch, final)
+        return final
+
+    def execute(self) -> dict[str, Any]:
+        self.stage("ingest", self.ingest)
+        self.fetch()
+        self.stage("filtered", self.filter)
+        self.stage("dedup", self.dedup)
+        self.stage("captioned", self.caption)
+        self.stage("assign", self.assign)
+        written = self.write_shards()
+        shards.write_index(self.out / "shards", written)
+        self.write_manifest()
+        catalog.build(self.out)
+        run_stats = stats.compute(self.out / "records")
+        write_text_atomic(json.dumps(run_stats, indent=2), self.out / stats.STATS)
+        write_text_atomic("", self.out / DONE)
+        return run_stats
+
+    def parquet(self, stage: str) -> str:
+        return str(self.work / stage / "*.parquet")
+
+    def ingest(self, into: Path) -> None:
+        import ray
+
+        policy = self.policy
+        (ray.data.from_items(work_items(self.config.sources))
+         .map_batches(Ingest(self.config.sources), batch_size=1, batch_format="pyarrow")
+         .map_batches(lambda t: licenses.apply_policy(t, policy), batch_format="pyarrow")
+         .write_parquet(str(into)))
+
+    def fetch(self) -> None:
+        con = duckdb.connect()
+        for source in self.config.sources:
+            candidates = con.execute(
+                "SELECT key, url FROM read_parquet(?) WHERE status = ? AND source = ? ORDER BY key",
+                [self.parquet("ingest"), records.PENDING, source.source]).to_arrow_table()
+            if candidates.num_rows:
+                log.info("fetch %s: %d candidates", source.source, candidates.num_rows)
+                fetch.download(candidates, self.work / "fetch" / source.source, source.fetch)
+
+    def fetch_dirs(self) -> list[Path]:
+        return [d for d in sorted((self.work / "fetch").glob("*")) if d.is_dir()]
+
+    def filter(self, into: Path) -> None:
+        import ray
+
+        results = [fetch.results(d) for d in self.fetch_dirs()]
+        apply = fetch.ApplyFetch(pa.concat_tables(results) if results else fetch.empty_results())
+        (ray.data.read_parquet(self.parquet("ingest"))
+         .map_batches(apply, batch_format="pyarrow")
+         .map_batches(Resolution(self.config.pipeline.filters.resolution), batch_format="pyarrow")
+         .write_parquet(str(into)))
+
+    def dedup(self, into: Path) -> None:
+        decisions = pa.table({"key": pa.array([], pa.string()), "duplicate_of": pa.array([], pa.string())})
+        if self.config.pipeline.dedup.exact:
+            found = duckdb.execute("SELECT DISTINCT license FROM read_parquet(?) WHERE license IS NOT NULL",
+                                   [self.parquet("filtered")]).fetchall()
+            ranks = {lic: self.policy.rank(lic) for (lic,) in found}
+            priority = {s.source: s.priority for s in self.config.sources}
+            decisions = dedup.exact_decisions(self.parquet("filtered"), ranks, priority)
+        write_parquet_atomic(decisions, into / "decisions.parquet")
+
+    def caption(self, into: Path) -> None:
+        import ray
+        import pyarrow.parquet as pq
+
+        decisions = pq.read_table(self.work / "dedup" / "decisions.parquet")
+        (ray.data.read_parquet(self.parquet("filtered"))
+         .map_batches(dedup.ApplyDuplicates(decisions), batch_format="pyarrow")
+         .map_batches(MetadataCaptioner(self.config.pipeline.captions), batch_format="pyarrow")
+         .write_parquet(str(into)))
+
+    def assign(self, into: Path) -> None:
+        keys = duckdb.execute("SELECT key FROM read_parquet(?) WHERE status = ?",
+                              [self.parquet("captioned"), records.PENDING]).fetchall()
+        table = shards.assign([k for (k,) in keys], self.config.pipeline.shards.samples_per_shard)
+        write_parquet_atomic(table, into / "assign.parquet")
+
+    def write_shards(self) -> list[str]:
+        import ray
+
+        assign = str(self.work / "assign" / "assign.parquet")
+        names = [n for (n,) in duckdb.execute("SELECT DISTINCT shard FROM read_parquet(?) ORDER BY 1",
+                                               [assign]).fetchall()]
+        writer = ShardWriter(self.out / "shards", self.parquet("captioned"), assign, self.work / "fetch")
+        todo = [n for n in names if not shards.is_complete(self.out / "shards", n)]
+        if todo:
+            ray.data.from_items([{"shard": n} for n in todo]).map_batches(
+                writer, batch_size=1, batch_format="pyarrow").materialize()
+        return names
+
+    def write_manifest(self) -> None:
+        """OUT/records: every input record once, pending ones now kept in their shard."""
+        table = duckdb.execute(f"""
+            SELECT c.* REPLACE (
+                CASE WHEN a.shard IS NOT NULL THEN '{records.KEPT}' ELSE c.status END AS status,
+                a.shard AS shard)
+            FROM read_parquet(?) c LEFT JOIN read_parquet(?) a USING (key)
+            ORDER BY c.key
+        """, [self.parquet("captioned"), str(self.work / "assign" / "assign.parquet")]).to_arrow_table()
+        table = records.conform(table)
+        left = [k for k, s in zip(table["key"].to_pylist(), table["status"].to_pylist()) if s == records.PENDING]
+        if left:
+            raise RuntimeError(f"records left without a terminal status: {left[:5]}")
+        write_parquet_atomic(table, self.out / "records" / "records.parquet")
+
+
+class ShardWriter:
+    """Ray stage: a batch of one shard name -> that shard written (skipped if already complete)."""
+
+    def __init__(self, shards_dir: Path, captioned: str, assign: str, fetch_root: Path):
+        self.shards_dir, self.captioned, self.assign, self.fetch_root = shards_dir, captioned, assign, fetch_root
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        name = batch["shard"][0].as_py()
+        rows = duckdb.execute("SELECT c.* FROM read_parquet(?) c JOIN read_parquet(?) a USING (key) "
+                              "WHERE a.shard = ?", [self.captioned, self.assign, name]).to_arrow_table().to_pylist()
+        images: dict[str, bytes] = {}
+        for source in {r["source"] for r in rows}:
+            keys = [r["key"] for r in rows if r["source"] == source]
+            images.update(fetch.read_images(self.fetch_root / source, keys))
+        shards.write_shard(self.shards_dir, name, rows, images)
+        return pa.table({"shard": [name], "samples": [len(rows)]})

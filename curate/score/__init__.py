@@ -1,0 +1,1 @@
+"""Scoring stages: per-record measurements that decide whether an image is kept."""

@@ -1,0 +1,64 @@
+"""Run statistics from the run manifest: counts per stage, source, license and reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from curate import records
+
+STATS = "stats.json"
+
+# The stage that decides each reason, in pipeline order: a record leaves the run at the
+# first stage that gives it a terminal status.
+STAGE_OF_REASON = {
+    **{r: "ingest" for r in ("malformed_record", "missing_id", "missing_url", "no_image", "not_image")},
+    "license_unknown": "policy", "license_not_allowed": "policy",
+    **{r: "fetch" for r in records.REASONS[records.FAILED]},
+    "min_side": "resolution", "max_aspect_ratio": "resolution",
+    "exact_sha256": "dedup",
+}
+STAGES = ("ingest", "policy", "fetch", "resolution", "dedup", "shards")
+
+
+def stage_of(status: str, reason: str) -> str:
+    if status == records.KEPT:
+        return "shards"
+    if status == records.FAILED:
+        return "fetch"
+    return STAGE_OF_REASON[reason]
+
+
+def _counts(con: duckdb.DuckDBPyConnection, by: str) -> dict[str, dict[str, int]]:
+    result: dict[str, dict[str, int]] = {}
+    for group, fate, n in con.execute(f"SELECT coalesce({by}, '(none)'), fate, count(*) FROM m GROUP BY 1, 2 "
+                                      "ORDER BY 1, 2").fetchall():
+        result.setdefault(group, {})[fate] = n
+    return result
+
+
+def compute(records_dir: Path) -> dict[str, Any]:
+    con = duckdb.connect()
+    con.execute("CREATE VIEW m AS SELECT *, status || CASE WHEN reason = '' THEN '' ELSE ':' || reason END "
+                "AS fate FROM read_parquet(?)", [str(records_dir / "*.parquet")])
+    total = con.execute("SELECT count(*) FROM m").fetchone()[0]
+    fates = dict(con.execute("SELECT fate, count(*) FROM m GROUP BY 1 ORDER BY 1").fetchall())
+    removed = {stage: 0 for stage in STAGES}
+    for status, reason, n in con.execute("SELECT status, reason, count(*) FROM m GROUP BY 1, 2").fetchall():
+        if status != records.KEPT:
+            removed[stage_of(status, reason)] += n
+    stages, remaining = {}, total
+    for stage in STAGES[:-1]:
+        stages[stage] = {"in": remaining, "removed": removed[stage], "out": remaining - removed[stage]}
+        remaining -= removed[stage]
+    stages["shards"] = {"in": remaining, "written": fates.get(records.KEPT, 0)}
+    return {
+        "records": total,
+        "kept": fates.get(records.KEPT, 0),
+        "by_fate": fates,
+        "by_stage": stages,
+        "by_source": _counts(con, "source"),
+        "by_license": _counts(con, "license"),
+    }

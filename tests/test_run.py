@@ -1,0 +1,134 @@
+"""The demo pipeline end to end on local Ray: what a data engineer sees in OUT."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from curate import licenses
+from curate.cli import main
+from curate.run import DONE, run
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "pipelines" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    run(DEMO, out)
+    return out
+
+
+def manifest(out):
+    return pq.read_table(out / "records").to_pylist()
+
+
+def input_records(out):
+    """Count the records the demo corpus offers, straight from its files."""
+    corpus = out / "demo-corpus"
+    met = [json.loads(line) for line in (corpus / "met/objects.jsonl").read_text().splitlines()[:-1]]
+    met_images = sum(1 + len(o["additionalImages"]) if o["primaryImage"] else 1 for o in met) + 1  # + bad line
+    commons = len((corpus / "commons/pages.jsonl").read_text().splitlines())
+    local = len([p for p in (corpus / "local").iterdir() if p.suffix == ".jpg"])
+    return met_images + commons + local
+
+
+def test_every_input_record_appears_once_with_a_terminal_status(demo_out):
+    rows = manifest(demo_out)
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)) == input_records(demo_out)
+    assert {r["status"] for r in rows} <= {"kept", "rejected", "duplicate", "failed"}
+    assert all(r["reason"] or r["status"] == "kept" for r in rows)
+
+
+def test_each_problem_in_the_corpus_gets_its_reason(demo_out):
+    fates = {(r["status"], r["reason"]) for r in manifest(demo_out)}
+    for fate in [("rejected", "license_not_allowed"), ("rejected", "license_unknown"), ("rejected", "no_image"),
+                 ("rejected", "malformed_record"), ("failed", "download_http_404"), ("failed", "decode_error"),
+                 ("rejected", "min_side"), ("rejected", "max_aspect_ratio"), ("duplicate", "exact_sha256")]:
+        assert fate in fates
+
+
+def test_museum_cc0_copy_survives_the_commons_public_domain_copy(demo_out):
+    rows = {r["key"]: r for r in manifest(demo_out)}
+    commons_copy = next(r for r in rows.values() if r["source"] == "commons" and r["source_id"] == "204")
+    assert commons_copy["status"] == "duplicate"
+    kept = rows[commons_copy["duplicate_of"]]
+    assert (kept["source"], kept["license"], kept["status"]) == ("met", "CC0-1.0", "kept")
+
+
+def test_shards_hold_only_allowed_licenses_with_provenance(demo_out):
+    policy = licenses.Policy.default()
+    samples = list(wds.WebDataset(sorted(str(p) for p in (demo_out / "shards").glob("*.tar")), shardshuffle=False))
+    kept = [r for r in manifest(demo_out) if r["status"] == "kept"]
+    assert len(samples) == len(kept) > 0
+    for sample in samples:
+        meta = json.loads(sample["json"])
+        assert policy.decide(meta["license"])[0]
+        assert meta["license_evidence"]["field"] and meta["sha256"] and meta["url"].startswith("http://127.0.0.1")
+        assert sample["txt"].decode() == meta["caption"]
+        assert meta["key"] == sample["__key__"]
+    index = json.loads((demo_out / "shards" / "index.json").read_text())
+    assert index["samples"] == len(kept)
+
+
+def test_ray_reads_the_shards(demo_out):
+    import ray
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        rows = ray.data.read_webdataset(str(demo_out / "shards"), decoder=None).take_all()
+    finally:
+        ray.shutdown()
+    assert len(rows) == sum(r["status"] == "kept" for r in manifest(demo_out))
+
+
+def test_query_answers_license_counts(demo_out, capsys):
+    assert main(["query", str(demo_out), "SELECT license, count(*) AS n FROM records GROUP BY 1 ORDER BY 1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "license\tn"
+    assert any(line.startswith("CC0-1.0\t") for line in lines)
+
+
+def test_stats_count_every_stage(demo_out):
+    stats = json.loads((demo_out / "stats.json").read_text())
+    assert stats["records"] == input_records(demo_out)
+    assert stats["by_stage"]["ingest"]["in"] == stats["records"]
+    assert stats["by_stage"]["shards"]["written"] == stats["kept"]
+    assert sum(stats["by_fate"].values()) == stats["records"]
+
+
+def test_rerunning_a_finished_run_changes_nothing(demo_out):
+    before = {p: p.stat().st_mtime_ns for p in demo_out.rglob("*") if p.is_file() and "demo-corpus" not in p.parts}
+    started = time.monotonic()
+    run(DEMO, demo_out)
+    assert time.monotonic() - started < 10
+    after = {p: p.stat().st_mtime_ns for p in demo_out.rglob("*") if p.is_file() and "demo-corpus" not in p.parts}
+    assert before == after
+
+
+def test_interrupted_run_resumes_without_losing_or_duplicating(tmp_path, demo_out):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "curate.cli", "curate", "run", str(DEMO), "--out", str(out)]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (out / "work" / "captioned").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / DONE).exists()
+
+    run(DEMO, out)
+    resumed = manifest(out)
+    assert len({r["key"] for r in resumed}) == len(resumed) == input_records(out)
+    # The corpus is generated from the same seed, so an uninterrupted run is the reference.
+    fate = lambda rows: {r["key"]: (r["status"], r["reason"], r["shard"]) for r in rows}  # noqa: E731
+    assert fate(resumed) == fate(manifest(demo_out))
