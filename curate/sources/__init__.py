@@ -13,8 +13,11 @@ stops a run. Adapters do no I/O beyond reading ``path`` and files named in ``opt
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import importlib
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -41,9 +44,15 @@ def load_adapter(name: str) -> Reader:
     return module.read
 
 
+def _open_text(path: Path):
+    """Bulk dumps (the Smithsonian's) ship as bzip2 or gzip JSON lines: read them as they are."""
+    opener = {".bz2": bz2.open, ".gz": gzip.open}.get(Path(path).suffix, open)
+    return opener(path, "rt", encoding="utf-8", errors="replace")
+
+
 def json_lines(path: Path) -> Iterator[tuple[str, Any, str | None]]:
     """Yield ``(origin, value, error)`` per non-blank line; ``error`` is set when the line is not JSON."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with _open_text(path) as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -55,8 +64,41 @@ def json_lines(path: Path) -> Iterator[tuple[str, Any, str | None]]:
 
 
 def text(value: Any) -> str | None:
-    """A display string or None: strips whitespace, maps empty strings and non-scalars to None."""
+    """A display string in NFC, or None: strips whitespace, maps empty strings and non-scalars to None.
+
+    NFC because dumps mix composed and decomposed accents, and equal text must compare equal.
+    """
     if value is None or isinstance(value, (dict, list, bool)):
         return None
-    s = str(value).strip()
+    s = unicodedata.normalize("NFC", str(value).strip())
     return s or None
+
+
+def json_documents(path: Path) -> Iterator[tuple[str, Any, str | None]]:
+    """Like ``json_lines``, but a file that is one multi-line JSON document yields it once.
+
+    Saved API responses are often pretty-printed; JSON lines files are not touched
+    beyond their first line, so big dumps are still streamed.
+    """
+    if _first_line_is_json(path):
+        yield from json_lines(path)
+        return
+    try:
+        with _open_text(path) as f:
+            document = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        yield from json_lines(path)  # a JSON lines file whose first line is broken
+        return
+    yield f"{path}:1", document, None
+
+
+def _first_line_is_json(path: Path) -> bool:
+    with _open_text(path) as f:
+        for line in f:
+            if line.strip():
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError:
+                    return False
+                return True
+    return True
