@@ -460,7 +460,9 @@ def apply_policy(table: pa.Table, policy: Policy) -> pa.Table:
             continue
         allowed, why, text = policy.decide(license_id)
         if not allowed:
-            status[i], reason[i], detail[i] = records.REJECTED, why, text + _evidence(fields[i], values[i])
+            # The adapter's note (e.g. a museum's copyright line) stays after the policy's reason.
+            note = f"; {detail[i]}" if detail[i] else ""
+            status[i], reason[i], detail[i] = records.REJECTED, why, text + _evidence(fields[i], values[i]) + note
     return _replace_columns(table, license_url=urls, status=status, reason=reason, detail=detail)
 
 
