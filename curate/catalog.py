@@ -51,6 +51,6 @@ def query(out: Path, sql: str) -> pa.Table:
         raise FileNotFoundError(f"{path}: no catalog; is {out} the output folder of a finished run?")
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return con.execute(sql).to_arrow_table()
+        return con.sql(sql).to_arrow_table()
     finally:
         con.close()

@@ -23,7 +23,7 @@ def exact_decisions(parquet_glob: str, license_rank: dict[str, int], source_prio
     con.register("source_priority",
                  pa.table({"source": list(source_priority), "priority": list(source_priority.values())}))
     worst = len(license_rank) + 1
-    return con.execute(f"""
+    return con.sql(f"""
         WITH ranked AS (
             SELECT r.key, r.sha256,
                    row_number() OVER (
@@ -39,7 +39,7 @@ def exact_decisions(parquet_glob: str, license_rank: dict[str, int], source_prio
         FROM ranked d JOIN ranked k ON d.sha256 = k.sha256 AND k.place = 1
         WHERE d.place > 1
         ORDER BY d.key
-    """, [parquet_glob]).to_arrow_table()
+    """, params=[parquet_glob]).to_arrow_table()
 
 
 class ApplyDuplicates:

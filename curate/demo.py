@@ -98,7 +98,8 @@ def generate(corpus: Path, base_url: str, settings: Demo) -> None:
     _write_lines(corpus / "met" / "objects.jsonl", met_lines)
 
     pages = [_commons_page(100 + i, image(f"commons-{i}.jpg", 320, 240 + 8 * i), *lic)
-             for i, lic in enumerate([("CC0", "cc0"), ("Public domain", "pd")] * (per_source // 2), start=1)]
+             for i, lic in enumerate([("CC0", "cc0", "Demo Photographer"), ("Public domain", "pd", "Demo Photographer")]
+                                     * (per_source // 2), start=1)]
     pages += [
         _commons_page(201, image("commons-bysa.jpg"), "CC BY-SA 4.0", "cc-by-sa-4.0", "A. Photographer"),
         _commons_page(202, image("commons-nkc.jpg"), "No restrictions", None, "Archive"),
@@ -118,6 +119,7 @@ def generate(corpus: Path, base_url: str, settings: Demo) -> None:
         (local / f"contribution-{i}.jpg").write_bytes(picture(seed + 500 + i, 288, 288))
         entries.append({"file": f"contribution-{i}.jpg", "title": f"Garden study {i}", "creator": "Demo Contributor"})
     (local / "contribution-copy.jpg").write_bytes((local / "contribution-1.jpg").read_bytes())
+    entries.append({"file": "contribution-copy.jpg", "title": "Garden study 1, sent again", "creator": "Demo Contributor"})
     (local / "noncommercial.jpg").write_bytes(picture(seed + 777, 300, 300))
     entries.append({"file": "noncommercial.jpg", "title": "A borrowed picture", "license": "CC BY-NC 4.0"})
     _write_lines(local / "metadata.jsonl", [json.dumps(e) for e in entries])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import PurePath
 from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
@@ -124,14 +125,19 @@ def candidate(source: str, source_id: str, **fields: Any) -> dict[str, Any]:
 def rejected(source: str, source_id: str | None, reason: str, detail: str, **fields: Any) -> dict[str, Any]:
     """A record decided at ingest: kept in the manifest with its reason.
 
-    Records without a usable id are keyed by their origin (file and line), which is
-    stable for a given input file.
+    Records without a usable id are keyed by the file name, line and raw text, so the key
+    stays the same when the metadata is read from another folder.
     """
-    ident = source_id if source_id else f"origin:{fields.get('origin')}"
+    ident = source_id if source_id else _origin_ident(fields.get("origin"), fields.get("raw"))
     row = candidate(source, ident, **fields)
     if not source_id:
         row["source_id"] = None
     return finish(row, REJECTED, reason, detail)
+
+
+def _origin_ident(origin: str | None, raw: str | None) -> str:
+    name = PurePath(origin).name if origin else ""
+    return f"origin:{name}:{hashlib.sha1((raw or '').encode()).hexdigest()[:12]}"
 
 
 def finish(row: dict[str, Any], status: str, reason: str, detail: str | None = None) -> dict[str, Any]:

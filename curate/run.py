@@ -63,10 +63,11 @@ def _check_config(config: RunConfig, out: Path) -> None:
     """Write run.yaml, or make sure a resumed run uses the config it started with."""
     path = out / "run.yaml"
     text = config.to_yaml()
-    if path.exists() and path.read_text() != text:
+    if not path.exists():
+        write_text_atomic(text, path)
+    elif path.read_text() != text:
         raise ConfigError(f"{path}: {out} holds a run of a different config; use a new --out "
                           f"(or delete {out} to start over)")
-    write_text_atomic(text, path)
 
 
 def run(pipeline_file: Path, out: Path, address: str | None = None) -> dict[str, Any]:
@@ -109,7 +110,8 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         self.stage("ingest", self.ingest)
-        self.fetch()
+        if not (self.work / "filtered").exists():  # fetch results are only read by the filter stage
+            self.fetch()
         self.stage("filtered", self.filter)
         self.stage("dedup", self.dedup)
         self.stage("captioned", self.caption)
@@ -124,6 +126,7 @@ class Run:
         return run_stats
 
     def parquet(self, stage: str) -> str:
+        """The glob DuckDB reads a stage's output with (Ray reads the folder)."""
         return str(self.work / stage / "*.parquet")
 
     def ingest(self, into: Path) -> None:
@@ -138,9 +141,9 @@ class Run:
     def fetch(self) -> None:
         con = duckdb.connect()
         for source in self.config.sources:
-            candidates = con.execute(
+            candidates = con.sql(
                 "SELECT key, url FROM read_parquet(?) WHERE status = ? AND source = ? ORDER BY key",
-                [self.parquet("ingest"), records.PENDING, source.source]).to_arrow_table()
+                params=[self.parquet("ingest"), records.PENDING, source.source]).to_arrow_table()
             if candidates.num_rows:
                 log.info("fetch %s: %d candidates", source.source, candidates.num_rows)
                 fetch.download(candidates, self.work / "fetch" / source.source, source.fetch)
@@ -153,7 +156,7 @@ class Run:
 
         results = [fetch.results(d) for d in self.fetch_dirs()]
         apply = fetch.ApplyFetch(pa.concat_tables(results) if results else fetch.empty_results())
-        (ray.data.read_parquet(self.parquet("ingest"))
+        (ray.data.read_parquet(str(self.work / "ingest"))
          .map_batches(apply, batch_format="pyarrow")
          .map_batches(Resolution(self.config.pipeline.filters.resolution), batch_format="pyarrow")
          .write_parquet(str(into)))
@@ -173,7 +176,7 @@ class Run:
         import pyarrow.parquet as pq
 
         decisions = pq.read_table(self.work / "dedup" / "decisions.parquet")
-        (ray.data.read_parquet(self.parquet("filtered"))
+        (ray.data.read_parquet(str(self.work / "filtered"))
          .map_batches(dedup.ApplyDuplicates(decisions), batch_format="pyarrow")
          .map_batches(MetadataCaptioner(self.config.pipeline.captions), batch_format="pyarrow")
          .write_parquet(str(into)))
@@ -199,13 +202,13 @@ class Run:
 
     def write_manifest(self) -> None:
         """OUT/records: every input record once, pending ones now kept in their shard."""
-        table = duckdb.execute(f"""
+        table = duckdb.sql(f"""
             SELECT c.* REPLACE (
                 CASE WHEN a.shard IS NOT NULL THEN '{records.KEPT}' ELSE c.status END AS status,
                 a.shard AS shard)
             FROM read_parquet(?) c LEFT JOIN read_parquet(?) a USING (key)
             ORDER BY c.key
-        """, [self.parquet("captioned"), str(self.work / "assign" / "assign.parquet")]).to_arrow_table()
+        """, params=[self.parquet("captioned"), str(self.work / "assign" / "assign.parquet")]).to_arrow_table()
         table = records.conform(table)
         left = [k for k, s in zip(table["key"].to_pylist(), table["status"].to_pylist()) if s == records.PENDING]
         if left:
@@ -221,8 +224,8 @@ class ShardWriter:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         name = batch["shard"][0].as_py()
-        rows = duckdb.execute("SELECT c.* FROM read_parquet(?) c JOIN read_parquet(?) a USING (key) "
-                              "WHERE a.shard = ?", [self.captioned, self.assign, name]).to_arrow_table().to_pylist()
+        rows = duckdb.sql("SELECT c.* FROM read_parquet(?) c JOIN read_parquet(?) a USING (key) WHERE a.shard = ?",
+                          params=[self.captioned, self.assign, name]).to_arrow_table().to_pylist()
         images: dict[str, bytes] = {}
         for source in {r["source"] for r in rows}:
             keys = [r["key"] for r in rows if r["source"] == source]

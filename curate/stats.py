@@ -41,8 +41,10 @@ def _counts(con: duckdb.DuckDBPyConnection, by: str) -> dict[str, dict[str, int]
 
 def compute(records_dir: Path) -> dict[str, Any]:
     con = duckdb.connect()
+    manifest = con.read_parquet(str(records_dir / "*.parquet"))
+    con.register("manifest", manifest)
     con.execute("CREATE VIEW m AS SELECT *, status || CASE WHEN reason = '' THEN '' ELSE ':' || reason END "
-                "AS fate FROM read_parquet(?)", [str(records_dir / "*.parquet")])
+                "AS fate FROM manifest")
     total = con.execute("SELECT count(*) FROM m").fetchone()[0]
     fates = dict(con.execute("SELECT fate, count(*) FROM m GROUP BY 1 ORDER BY 1").fetchall())
     removed = {stage: 0 for stage in STAGES}

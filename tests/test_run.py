@@ -74,7 +74,7 @@ def test_shards_hold_only_allowed_licenses_with_provenance(demo_out):
         meta = json.loads(sample["json"])
         assert policy.decide(meta["license"])[0]
         assert meta["license_evidence"]["field"] and meta["sha256"] and meta["url"].startswith("http://127.0.0.1")
-        assert sample["txt"].decode() == meta["caption"]
+        assert sample["txt"].decode() == (meta["caption"] or "")
         assert meta["key"] == sample["__key__"]
     index = json.loads((demo_out / "shards" / "index.json").read_text())
     assert index["samples"] == len(kept)
@@ -85,7 +85,7 @@ def test_ray_reads_the_shards(demo_out):
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        rows = ray.data.read_webdataset(str(demo_out / "shards"), decoder=None).take_all()
+        rows = ray.data.read_webdataset(str(demo_out / "shards"), file_extensions=["tar"], decoder=None).take_all()
     finally:
         ray.shutdown()
     assert len(rows) == sum(r["status"] == "kept" for r in manifest(demo_out))
