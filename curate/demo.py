@@ -2,8 +2,8 @@
 
 It holds records in the Met's and Wikimedia Commons' API formats and a local folder, so
 the demo runs the real adapters, and the cases a curation run must handle: licenses the
-policy rejects (CC BY-SA, "no restrictions", an unrecognised string), records without
-an image, a malformed line, a missing file (404), HTML saved as .jpg, a truncated JPEG,
+policy rejects (CC BY-SA, "no restrictions", an unrecognised string), a server that
+answers ``X-Robots-Tag: noai``, records without an image, a malformed line, a missing file (404), HTML saved as .jpg, a truncated JPEG,
 a too-small and a too-elongated image, and the same bytes offered by two sources.
 
 The corpus and the port it is served on are made once per output folder and kept there,
@@ -107,6 +107,9 @@ def generate(corpus: Path, base_url: str, settings: Demo) -> None:
         _commons_page(204, image("commons-dup.jpg", same_as="met-2.jpg"), "Public domain", "pd", "Demo Painter"),
         _commons_page(205, f"{base_url}files/commons-html.jpg", "CC0", "cc0", "Broken"),
         _commons_page(206, f"{base_url}files/commons-truncated.jpg", "CC0", "cc0", "Broken"),
+        # The server sends X-Robots-Tag: noai for this one: the site opts out of AI use.
+        _commons_page(207, f"{base_url}noai/files/{image('commons-optout.jpg').rsplit('/', 1)[1]}", "CC0", "cc0",
+                      "Opted Out"),
     ]
     (files / "commons-html.jpg").write_text("<html><body>Not an image</body></html>")
     (files / "commons-truncated.jpg").write_bytes(picture(seed + 999, 320, 256)[:2000])

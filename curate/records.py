@@ -36,6 +36,7 @@ REASONS: dict[str, tuple[str, ...]] = {
         "license_not_allowed",
         "min_side",
         "max_aspect_ratio",
+        "site_disallowed",  # the image's server sent an X-Robots-Tag such as noai
     ),
     DUPLICATE: ("exact_sha256",),
     FAILED: (

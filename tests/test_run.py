@@ -14,6 +14,7 @@ import webdataset as wds
 
 from curate import licenses
 from curate.cli import main
+from curate.config import ConfigError
 from curate.run import DONE, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,8 @@ def test_each_problem_in_the_corpus_gets_its_reason(demo_out):
     fates = {(r["status"], r["reason"]) for r in manifest(demo_out)}
     for fate in [("rejected", "license_not_allowed"), ("rejected", "license_unknown"), ("rejected", "no_image"),
                  ("rejected", "malformed_record"), ("failed", "download_http_404"), ("failed", "decode_error"),
-                 ("rejected", "min_side"), ("rejected", "max_aspect_ratio"), ("duplicate", "exact_sha256")]:
+                 ("rejected", "min_side"), ("rejected", "max_aspect_ratio"), ("duplicate", "exact_sha256"),
+                 ("rejected", "site_disallowed")]:
         assert fate in fates
 
 
@@ -132,3 +134,10 @@ def test_interrupted_run_resumes_without_losing_or_duplicating(tmp_path, demo_ou
     # The corpus is generated from the same seed, so an uninterrupted run is the reference.
     fate = lambda rows: {r["key"]: (r["status"], r["reason"], r["shard"]) for r in rows}  # noqa: E731
     assert fate(resumed) == fate(manifest(demo_out))
+
+
+def test_resuming_with_another_config_is_refused(tmp_path, demo_out):
+    changed = tmp_path / "demo.yaml"
+    changed.write_text(DEMO.read_text().replace("samples_per_shard: 8", "samples_per_shard: 4"))
+    with pytest.raises(ConfigError, match="different config"):
+        run(changed, demo_out)

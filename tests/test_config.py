@@ -1,0 +1,51 @@
+"""Pipeline and manifest validation: errors name the file and the field."""
+
+from pathlib import Path
+
+import pytest
+
+from curate.config import ConfigError, MANIFESTS_DIR, load_manifest, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_every_shipped_manifest_and_pipeline_is_valid(tmp_path):
+    for manifest in sorted(MANIFESTS_DIR.glob("*.yaml")):
+        assert load_manifest(manifest).adapter
+    config = resolve(ROOT / "pipelines" / "demo.yaml", {"out": str(tmp_path), "demo": "", "demo_url": "http://x/"})
+    assert [s.source for s in config.sources] == ["met", "commons", "local"]
+    assert config.sources[2].options["base_url"] == "http://x/local/"
+    assert config.sources[0].metadata == [str(tmp_path / "demo-corpus/met/objects.jsonl")]
+
+
+def test_unknown_field_names_file_and_field(tmp_path):
+    pipeline = write(tmp_path / "p.yaml", "name: x\nsources: [{manifest: met}]\nfilters: {resolution: {min_sid: 3}}\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml: filters\.resolution\.min_sid"):
+        resolve(pipeline, {"out": str(tmp_path)})
+
+
+def test_bad_fetch_setting_in_a_source_names_the_source(tmp_path):
+    pipeline = write(tmp_path / "p.yaml", "name: x\nsources:\n  - manifest: met\n    metadata: [m.jsonl]\n"
+                                          "    fetch: {timeout: soon}\n")
+    with pytest.raises(ConfigError, match=r"sources\[0\] \(met\) fetch"):
+        resolve(pipeline, {"out": str(tmp_path)})
+
+
+def test_unknown_adapter_and_run_variable_are_refused(tmp_path):
+    write(tmp_path / "m.yaml", "source: mine\nname: Mine\nadapter: instagram\nlicense_field: x\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml: adapter: .*unknown adapter 'instagram'"):
+        load_manifest(tmp_path / "m.yaml")
+    pipeline = write(tmp_path / "p.yaml", "name: x\nsources:\n  - manifest: met\n    metadata: ['{data}/a.jsonl']\n")
+    with pytest.raises(ConfigError, match=r"unknown run variable"):
+        resolve(pipeline, {"out": str(tmp_path)})
+
+
+def test_missing_policy_file_is_named(tmp_path):
+    pipeline = write(tmp_path / "p.yaml", "name: x\npolicy: ./nope.yaml\nsources: [{manifest: met}]\n")
+    with pytest.raises(ConfigError, match="nope.yaml does not exist"):
+        resolve(pipeline, {"out": str(tmp_path)})
