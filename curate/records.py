@@ -37,8 +37,12 @@ REASONS: dict[str, tuple[str, ...]] = {
         "min_side",
         "max_aspect_ratio",
         "site_disallowed",  # the image's server sent an X-Robots-Tag such as noai
+        "low_aesthetic",
+        "watermark",
+        "nsfw",
+        "low_clip_similarity",  # the caption does not describe the image well enough
     ),
-    DUPLICATE: ("exact_sha256",),
+    DUPLICATE: ("exact_sha256", "near_duplicate_phash", "near_duplicate_clip"),
     FAILED: (
         "download_http_error",  # reason is ``download_http_<code>``
         "download_timeout",
