@@ -1,33 +1,25 @@
-"""Captioners. The metadata captioner turns a record's title, creator and date into text."""
+"""Captions: the public entry point run.py and config.py import (implementation in ``curate.captioners``).
 
-from __future__ import annotations
+A pending record's captions are made in up to three stages, in this order:
 
-import pyarrow as pa
+1. ``CocaCaptioner`` (optional, a Ray actor): a caption from open_clip CoCa per image.
+2. ``Captioner``: metadata captions (per-source templates over title, creator, date,
+   medium, culture, description), the combined ones (model caption + ", by CREATOR,
+   DATE"), and the chosen caption (``caption`` / ``caption_origin`` -> KEY.txt) by the
+   pipeline's ``choose`` order. Every caption made stays in the ``captions`` column
+   (JSON list of ``{text, origin, lang?, model?}``) -> KEY.json.
+3. ``ClipSimilarity`` (optional, a Ray actor): rejects records whose chosen caption
+   scores below the threshold against the image (``low_clip_similarity``).
 
-from curate import records, templates
-from curate.config import Captions
+The model stages read encoded image bytes from a ``jpg`` column.
+"""
 
+from curate.captioners.coca import CocaCaptioner
+from curate.captioners.config import (CaptionConfig, DecodingOptions, MetadataCaptions, ModelCaptions,
+                                      SimilarityFilter, SourceCaptions)
+from curate.captioners.policy import Captioner
+from curate.captioners.similarity import SCORE_COLUMN, ClipSimilarity
+from curate.captioners.text import COLUMN as CAPTIONS_COLUMN
 
-class MetadataCaptioner:
-    """Caption pending records from their metadata with the pipeline's templates."""
-
-    origin = "metadata"
-
-    def __init__(self, settings: Captions):
-        self.templates = settings.metadata_templates
-
-    def caption(self, row: dict) -> str | None:
-        for template in self.templates:
-            text = templates.render(template, row)
-            if text:
-                return text
-        return None
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        table = records.conform(table)
-        rows = table.to_pylist()
-        for row in rows:
-            if row["status"] == records.PENDING and row["caption"] is None:
-                row["caption"] = self.caption(row)
-                row["caption_origin"] = self.origin if row["caption"] else None
-        return pa.Table.from_pylist(rows, schema=table.schema)
+__all__ = ["CAPTIONS_COLUMN", "SCORE_COLUMN", "CaptionConfig", "Captioner", "ClipSimilarity", "CocaCaptioner",
+           "DecodingOptions", "MetadataCaptions", "ModelCaptions", "SimilarityFilter", "SourceCaptions"]

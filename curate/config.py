@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from curate.caption import CaptionConfig
 from curate.fetch import FetchSettings
 from curate.sources import ADAPTERS
 
@@ -73,12 +74,6 @@ class Dedup(Strict):
     exact: bool = True
 
 
-class Captions(Strict):
-    # Tried in order; the first whose required fields the record has wins (see curate.templates).
-    metadata_templates: list[str] = Field(default_factory=lambda: ["{title}[, by {creator}][, {date}]",
-                                                                   "{creator}[, {date}]"], min_length=1)
-
-
 class Shards(Strict):
     samples_per_shard: int = Field(default=1000, ge=1)
 
@@ -115,7 +110,7 @@ class Pipeline(Strict):
     fetch: dict[str, Any] = Field(default_factory=dict)  # defaults for every source
     filters: Filters = Filters()
     dedup: Dedup = Dedup()
-    captions: Captions = Captions()
+    captions: CaptionConfig = CaptionConfig()
     shards: Shards = Shards()
     demo: Demo | None = None
     ray: RayConfig = RayConfig()

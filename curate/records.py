@@ -80,6 +80,8 @@ SCHEMA = pa.schema(
         pa.field("duplicate_of", pa.string()),
         pa.field("caption", pa.string()),
         pa.field("caption_origin", pa.string()),
+        pa.field("captions", pa.string()),  # JSON list of every caption made: [{text, origin, lang?, model?}]
+        pa.field("caption_clip_similarity", pa.float64()),  # image-text cosine of the chosen caption
         pa.field("shard", pa.string()),
         pa.field("status", pa.string(), nullable=False),
         pa.field("reason", pa.string(), nullable=False),

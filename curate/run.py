@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 
 from curate import catalog, dedup, demo, fetch, licenses, records, shards, stats
-from curate.caption import MetadataCaptioner
+from curate.caption import Captioner, ClipSimilarity, CocaCaptioner
 from curate.config import ConfigError, RunConfig, load_pipeline, resolve
 from curate.ingest import Ingest, work_items
 from curate.io import write_parquet_atomic, write_text_atomic
@@ -172,14 +172,27 @@ class Run:
         write_parquet_atomic(decisions, into / "decisions.parquet")
 
     def caption(self, into: Path) -> None:
-        import ray
         import pyarrow.parquet as pq
+        import ray
 
+        captions = self.config.pipeline.captions
         decisions = pq.read_table(self.work / "dedup" / "decisions.parquet")
-        (ray.data.read_parquet(str(self.work / "filtered"))
-         .map_batches(dedup.ApplyDuplicates(decisions), batch_format="pyarrow")
-         .map_batches(MetadataCaptioner(self.config.pipeline.captions), batch_format="pyarrow")
-         .write_parquet(str(into)))
+        ds = (ray.data.read_parquet(str(self.work / "filtered"))
+              .map_batches(dedup.ApplyDuplicates(decisions), batch_format="pyarrow"))
+        uses_images = captions.captioner is not None or captions.similarity is not None
+        if uses_images:
+            ds = ds.map_batches(fetch.AttachImages(self.work / "fetch"), batch_format="pyarrow")
+        if captions.captioner is not None:
+            ds = ds.map_batches(CocaCaptioner, fn_constructor_args=(captions,), batch_size=captions.captioner.batch_size,
+                                **model_stage())
+        ds = ds.map_batches(Captioner(captions, {s.source: s.adapter for s in self.config.sources}),
+                            batch_format="pyarrow")
+        if captions.similarity is not None:
+            ds = ds.map_batches(ClipSimilarity, fn_constructor_args=(captions.similarity,),
+                                batch_size=captions.similarity.batch_size, **model_stage())
+        if uses_images:
+            ds = ds.drop_columns(["jpg"])
+        ds.write_parquet(str(into))
 
     def assign(self, into: Path) -> None:
         keys = duckdb.execute("SELECT key FROM read_parquet(?) WHERE status = ?",
@@ -214,6 +227,17 @@ class Run:
         if left:
             raise RuntimeError(f"records left without a terminal status: {left[:5]}")
         write_parquet_atomic(table, self.out / "records" / "records.parquet")
+
+
+def model_stage() -> dict[str, Any]:
+    """Ray arguments for a stage that holds a model: one actor, loaded once.
+
+    Half a CPU each: on a 2-core machine two model actors at 1 CPU would starve the read
+    tasks and Ray Data stalls. Ray then runs torch with one thread in the actor.
+    """
+    import ray
+
+    return {"compute": ray.data.ActorPoolStrategy(size=1), "num_cpus": 0.5, "batch_format": "pyarrow"}
 
 
 class ShardWriter:

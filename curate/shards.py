@@ -51,6 +51,8 @@ def sample_json(row: dict[str, Any], stored: tuple[int, int]) -> dict[str, Any]:
         "sha256": row["sha256"], "original_width": row["width"], "original_height": row["height"],
         "width": stored[0], "height": stored[1],
         "caption": row["caption"], "caption_origin": row["caption_origin"],
+        "captions": json.loads(row["captions"]) if row.get("captions") else [],
+        "caption_clip_similarity": row.get("caption_clip_similarity"),
     }
 
 
@@ -74,7 +76,8 @@ def write_shard(shards_dir: Path, name: str, rows: list[dict[str, Any]], images:
                 _add(tar, f"{row['key']}.jpg", image)
                 _add(tar, f"{row['key']}.txt", (row["caption"] or "").encode())
                 _add(tar, f"{row['key']}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode())
-                entries.append({**meta, "license_evidence": json.dumps(meta["license_evidence"]), "shard": name})
+                entries.append({**meta, "license_evidence": json.dumps(meta["license_evidence"]),
+                                "captions": json.dumps(meta["captions"], ensure_ascii=False), "shard": name})
     table = pa.Table.from_pylist(entries)
     write_parquet_atomic(table, shards_dir / f"{name}.parquet")
     return table

@@ -3,8 +3,8 @@
 import pyarrow as pa
 
 from curate import dedup, records
-from curate.caption import MetadataCaptioner
-from curate.config import Captions, ResolutionFilter
+from curate.caption import CaptionConfig, Captioner
+from curate.config import ResolutionFilter
 from curate.score.resolution import Resolution
 
 
@@ -56,7 +56,7 @@ def test_metadata_captions_skip_missing_parts():
             fetched("met", "2", 300, 300, title="Untitled", creator=None, date=None),
             fetched("met", "3", 300, 300, title=None, creator="Anonymous", date="1700"),
             fetched("met", "4", 300, 300)]
-    out = MetadataCaptioner(Captions())(records.to_table(rows)).to_pylist()
-    assert [r["caption"] for r in out] == ["The Great Wave, by Katsushika Hokusai, ca. 1831", "Untitled",
+    out = Captioner(CaptionConfig())(records.to_table(rows)).to_pylist()
+    assert [r["caption"] for r in out] == ["The Great Wave, by Katsushika Hokusai, ca. 1831", None,
                                            "Anonymous, 1700", None]
-    assert [r["caption_origin"] for r in out] == ["metadata", "metadata", "metadata", None]
+    assert [r["caption_origin"] for r in out] == ["metadata", None, "metadata", None]

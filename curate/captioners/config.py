@@ -1,0 +1,219 @@
+"""The ``captions:`` section of a pipeline, validated at load.
+
+Which captions a record gets (``metadata`` from its descriptive fields, ``model`` from
+open_clip CoCa, ``combined``: the model caption plus who and when), which one becomes
+``KEY.txt`` (``choose``), and the optional CLIP image-text similarity filter on it.
+Every caption made is kept in the record's ``captions`` list with its origin.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from curate.score.clip import ClipSpec
+
+Origin = Literal["metadata", "model", "combined"]
+
+_OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
+
+# Values that stand for "no value": a caption must never say them. Compared on letters and
+# digits only, case-folded, so "[Unknown]", "N.D." and "(untitled)" match too.
+# "Untitled" is here on purpose: it says nothing about the image, and a caption
+# "Untitled, by X" teaches a model the word; the templates then fall back to medium or
+# description. "Anonymous" is not: it is a museum's attribution and reads naturally.
+DEFAULT_PLACEHOLDERS = (
+    "none", "null", "nan", "n/a", "na", "unknown", "unknown artist", "unknown maker", "unknown author",
+    "unidentified artist", "n.d", "nd", "s.d", "undated", "no date", "not dated", "date unknown",
+    "untitled", "no title", "title unknown", "ohne titel", "sans titre", "senza titolo", "nimetön",
+)
+# Camera file names are what many photo sites show as a title when the uploader gave none.
+DEFAULT_PLACEHOLDER_PATTERNS = (r"(?i)(img|dsc|dscn|dscf|dcim|pict|pic|photo|image|p)[-_ ]?\d{3,}",)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+def check_template(template: str) -> str:
+    """A template the renderer can use: balanced, unnested brackets and at least one field."""
+    outside = _OPTIONAL.sub("", template)  # what is left once every innermost [...] is gone
+    if "[" in outside or "]" in outside:
+        raise ValueError(f"template {template!r}: optional parts must be [...] pairs, not nested")
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template.replace("[", "").replace("]", ""))]
+    except ValueError as e:
+        raise ValueError(f"template {template!r}: {e}") from None
+    if not any(names):
+        raise ValueError(f"template {template!r} names no {{field}}")
+    if any(name is not None and not name.isidentifier() for name in names):
+        raise ValueError(f"template {template!r}: fields are plain names such as {{title}}")
+    return template
+
+
+def required_fields(template: str) -> set[str]:
+    """Fields outside every [optional] part: the template renders nothing without them."""
+    body = _OPTIONAL.sub("", template)
+    return {name for _, name, _, _ in string.Formatter().parse(body) if name}
+
+
+class SourceCaptions(Strict):
+    """Overrides for one source (keyed by its name in the pipeline's ``sources``)."""
+
+    # Replace the adapter's default templates; tried in order, the first whose required
+    # fields the record has wins.
+    templates: list[str] | None = Field(default=None, min_length=1)
+    # Caption field -> record or ``meta`` keys tried in order, merged over the adapter's
+    # defaults, e.g. ``{description: [wall_description]}`` for Cleveland.
+    fields: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: list[str] | None) -> list[str] | None:
+        return value if value is None else [check_template(t) for t in value]
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, keys in value.items():
+            if not name.isidentifier() or not keys:
+                raise ValueError(f"fields.{name}: a field name maps to a non-empty list of record/meta keys")
+        return value
+
+
+class MetadataCaptions(Strict):
+    # Per source; sources not named here use their adapter's defaults (curate.captioners.metadata).
+    sources: dict[str, SourceCaptions] = Field(default_factory=dict)
+    # A multilingual description ({"en": .., "fi": ..}) gives one caption per language,
+    # in this order of preference first; the first is the one ``choose`` can pick.
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+    all_languages: bool = True  # false: only the preferred language's caption
+    placeholders: list[str] = Field(default_factory=lambda: list(DEFAULT_PLACEHOLDERS))
+    placeholder_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_PLACEHOLDER_PATTERNS))
+    # AIC publishes its data as CC0 except ``description``, which is CC BY 4.0. A caption
+    # built from it carries CC BY text into the shards and the model's training data, which
+    # then owe AIC attribution; so it stays out unless the pipeline says so here.
+    include_cc_by_description: bool = False
+
+    @field_validator("placeholder_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"placeholder pattern {pattern!r}: {e}") from None
+        return value
+
+
+# The options only one generation type reads; the rest (seq_len, min_seq_len,
+# repetition_penalty) apply to all three.
+_OPTIONS_BY_TYPE = {
+    "beam_search": {"num_beams", "num_beam_groups"},
+    "top_k": {"top_k", "temperature", "max_seq_len", "seed"},
+    "top_p": {"top_p", "temperature", "max_seq_len", "seed"},
+}
+
+
+class DecodingOptions(Strict):
+    """open_clip ``CoCa.generate`` options; only those of the chosen generation type may be set.
+
+    Not exposed: ``fixed_output_length`` (pads the token tensor, the decoded text is the
+    same), token ids (fixed by the tokenizer), ``text`` (a sampling prompt) and
+    ``stopping_criteria`` (objects, not config).
+    """
+
+    generation_type: Literal["beam_search", "top_k", "top_p"] = "beam_search"
+    seq_len: int = Field(default=30, ge=2, le=77)  # tokens generated, start token included; 77 = CLIP context
+    min_seq_len: int = Field(default=5, ge=0)
+    repetition_penalty: float = Field(default=1.0, gt=0)
+    # beam_search (diverse beam search when num_beam_groups > 1); deterministic
+    num_beams: int = Field(default=6, ge=2)
+    num_beam_groups: int = Field(default=3, ge=1)
+    # top_k / top_p sampling
+    top_k: int = Field(default=1, ge=1)  # 1 is greedy decoding
+    top_p: float = Field(default=0.1, gt=0, le=1)
+    temperature: float = Field(default=1.0, gt=0)
+    max_seq_len: int = Field(default=77, ge=1)  # the decoder's window over the tokens so far
+    seed: int = 0  # sampling draws from a generator seeded by (seed, record key)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DecodingOptions":
+        if self.seq_len <= self.min_seq_len:
+            raise ValueError(f"seq_len ({self.seq_len}) must be larger than min_seq_len ({self.min_seq_len})")
+        own = _OPTIONS_BY_TYPE[self.generation_type]
+        foreign = sorted(self.model_fields_set & (set().union(*_OPTIONS_BY_TYPE.values()) - own))
+        if foreign:
+            raise ValueError(f"{', '.join(foreign)}: not used by generation_type {self.generation_type}")
+        if self.generation_type == "beam_search" and self.num_beams % self.num_beam_groups:
+            raise ValueError(f"num_beams ({self.num_beams}) must be a multiple of num_beam_groups "
+                             f"({self.num_beam_groups})")
+        return self
+
+    def generate_kwargs(self) -> dict:
+        """Keyword arguments for ``CoCa.generate`` (the seed is applied by the caller)."""
+        shared = {"generation_type": self.generation_type, "seq_len": self.seq_len,
+                  "min_seq_len": self.min_seq_len, "repetition_penalty": self.repetition_penalty}
+        own = _OPTIONS_BY_TYPE[self.generation_type] - {"seed"}
+        return {**shared, **{name: getattr(self, name) for name in sorted(own)}}
+
+    @property
+    def samples(self) -> bool:
+        return self.generation_type != "beam_search"
+
+
+class ModelCaptions(Strict):
+    # A CoCa model: an open_clip name + pretrained tag (coca_ViT-L-14 /
+    # mscoco_finetuned_laion2b_s13b_b90k), or a local checkpoint, or a registered tiny config.
+    model: ClipSpec
+    decoding: DecodingOptions = DecodingOptions()
+    batch_size: int = Field(default=16, ge=1)  # images per generate() call
+
+
+class SimilarityFilter(Strict):
+    """Reject records whose chosen caption scores below ``threshold`` against the image."""
+
+    # LAION-400M kept pairs with cosine >= 0.28 under OpenAI's ViT-B/32; the number
+    # belongs to that model, so change both together.
+    model: ClipSpec = ClipSpec(model="ViT-B-32", pretrained="openai")
+    threshold: float = Field(default=0.28, ge=-1.0, le=1.0)
+    batch_size: int = Field(default=64, ge=1)
+
+
+class CaptionConfig(Strict):
+    # Origins tried in order for KEY.txt: the first the record has wins. Every caption
+    # made is kept in KEY.json's ``captions`` whichever is chosen.
+    choose: list[Origin] = Field(default_factory=lambda: ["metadata"], min_length=1)
+    metadata: MetadataCaptions = MetadataCaptions()
+    captioner: ModelCaptions | None = None  # the model behind "model" and "combined" captions
+    # The combined caption: the model's words plus the record's fields.
+    combined_template: str = "{model}[, by {creator}][, {date}]"
+    # CLIP reads 77 tokens; ~200 characters of English stay well inside them. Longer
+    # captions are cut at a sentence end (else a word end) before this.
+    max_chars: int = Field(default=200, ge=20)
+    similarity: SimilarityFilter | None = None
+
+    @field_validator("choose")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"an origin appears twice: {value}")
+        return value
+
+    @field_validator("combined_template")
+    @classmethod
+    def _combined_has_model(cls, value: str) -> str:
+        check_template(value)
+        if "model" not in required_fields(value):
+            raise ValueError(f"combined_template {value!r} must contain {{model}} outside [optional] parts")
+        return value
+
+    @model_validator(mode="after")
+    def _model_when_needed(self) -> "CaptionConfig":
+        needs = [o for o in self.choose if o in ("model", "combined")]
+        if needs and self.captioner is None:
+            raise ValueError(f"choose names {', '.join(needs)} but no captioner: is configured")
+        return self
