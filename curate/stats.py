@@ -18,9 +18,11 @@ STAGE_OF_REASON = {
     "license_unknown": "policy", "license_not_allowed": "policy",
     **{r: "fetch" for r in (*records.REASONS[records.FAILED], "site_disallowed")},
     "min_side": "resolution", "max_aspect_ratio": "resolution",
-    "exact_sha256": "dedup",
+    "low_aesthetic": "score", "watermark": "score", "nsfw": "score",
+    **{r: "dedup" for r in records.REASONS[records.DUPLICATE]},
+    "low_clip_similarity": "caption",
 }
-STAGES = ("ingest", "policy", "fetch", "resolution", "dedup", "shards")
+STAGES = ("ingest", "policy", "fetch", "resolution", "score", "dedup", "caption", "shards")
 
 
 def stage_of(status: str, reason: str) -> str:
