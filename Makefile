@@ -19,11 +19,17 @@ demo: install
 	$(BIN)/cleanroom curate run pipelines/demo.yaml --out $(OUT)
 	$(BIN)/cleanroom query $(OUT) "SELECT license, status, count(*) AS n FROM records GROUP BY 1, 2 ORDER BY 1, 2"
 
-test: install
+test: install /usr/bin/chromedriver
 	$(BIN)/python -m pytest -q
 
-test-slow: install
+test-slow: install /usr/bin/chromedriver
 	$(BIN)/python -m pytest -q -m slow
+
+# The opt-in intake page is tested in Debian's headless Chromium (no browser downloads here).
+SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
+/usr/bin/chromedriver:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
 bench-fetch: install
 	$(BIN)/python benchmarks/fetch.py

@@ -3,7 +3,9 @@
 Tables, not views over file paths, so the catalog keeps working when OUT is moved or
 copied. It is rebuilt from the parquet files, which stay the source of truth.
 ``records`` is one row per input record with its fate; ``samples`` one row per sample
-in a shard; ``licenses`` the registry the run was checked against.
+in a shard; ``licenses`` the registry the run was checked against; ``optin_*`` the
+consent registry of the run's opt-in stores and the revocations applied to the run
+(``curate.optin.catalog``), when the run read an opt-in source.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pyarrow as pa
 
 from curate import licenses
 from curate.io import atomic_path
+from curate.optin.catalog import run_tables as optin_tables
 
 CATALOG = "catalog.duckdb"
 
@@ -41,6 +44,9 @@ def build(out: Path) -> Path:
             con.execute("CREATE TABLE samples AS SELECT * FROM records WHERE false")
         con.register("licenses_arrow", _licenses_table())
         con.execute("CREATE TABLE licenses AS SELECT * FROM licenses_arrow")
+        for name, table in optin_tables(out).items():
+            con.register(f"{name}_arrow", table)
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_arrow")
         con.close()
     return path
 

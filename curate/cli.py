@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from curate.config import ConfigError
+from curate.optin.cli import add_commands as add_optin_commands
 
 
 def _curate_run(args: argparse.Namespace) -> int:
@@ -45,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     query.add_argument("out", help="output folder of a finished run")
     query.add_argument("sql")
     query.set_defaults(handler=_query)
+
+    add_optin_commands(commands)
     return top
 
 

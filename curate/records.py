@@ -41,6 +41,7 @@ REASONS: dict[str, tuple[str, ...]] = {
         "watermark",
         "nsfw",
         "low_clip_similarity",  # the caption does not describe the image well enough
+        "revoked",  # the opt-in contributor revoked their consent (curate.optin)
     ),
     DUPLICATE: ("exact_sha256", "near_duplicate_phash", "near_duplicate_clip"),
     FAILED: (

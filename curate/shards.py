@@ -23,6 +23,18 @@ from curate.io import atomic_path, write_parquet_atomic, write_text_atomic
 
 INDEX = "index.json"
 _MTIME = 946684800  # 2000-01-01: fixed so that rewriting a shard gives the same bytes
+# Fixed, not inferred from the rows: a shard whose samples all lack a value (consent_id,
+# date, ...) would otherwise type that column null, and DuckDB, which takes the first
+# file's schema, could not read a later shard that has one. Same order as sample_json.
+SAMPLE_SCHEMA = pa.schema([
+    *((name, pa.string()) for name in ("key", "source", "source_id", "url", "page_url", "license", "license_url",
+                                       "license_evidence", "creator", "title", "date", "attribution", "consent_id",
+                                       "sha256")),
+    *((name, pa.int64()) for name in ("original_width", "original_height", "width", "height")),
+    *((name, pa.string()) for name in ("caption", "caption_origin", "captions")),
+    ("caption_clip_similarity", pa.float64()),
+    ("shard", pa.string()),
+])
 
 
 def shard_name(number: int) -> str:
@@ -78,7 +90,7 @@ def write_shard(shards_dir: Path, name: str, rows: list[dict[str, Any]], images:
                 _add(tar, f"{row['key']}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode())
                 entries.append({**meta, "license_evidence": json.dumps(meta["license_evidence"]),
                                 "captions": json.dumps(meta["captions"], ensure_ascii=False), "shard": name})
-    table = pa.Table.from_pylist(entries)
+    table = pa.Table.from_pylist(entries, schema=SAMPLE_SCHEMA)
     write_parquet_atomic(table, shards_dir / f"{name}.parquet")
     return table
 

@@ -16,6 +16,7 @@ STATS = "stats.json"
 STAGE_OF_REASON = {
     **{r: "ingest" for r in ("malformed_record", "missing_id", "missing_url", "no_image", "not_image")},
     "license_unknown": "policy", "license_not_allowed": "policy",
+    "revoked": "ingest",  # a revoked record counts as never admitted
     **{r: "fetch" for r in (*records.REASONS[records.FAILED], "site_disallowed")},
     "min_side": "resolution", "max_aspect_ratio": "resolution",
     "low_aesthetic": "score", "watermark": "score", "nsfw": "score",

@@ -31,6 +31,7 @@ ADAPTERS = {
     "finna": "curate.sources.finna",
     "flickr": "curate.sources.flickr",
     "local": "curate.sources.local",
+    "optin": "curate.sources.optin",
 }
 
 Reader = Callable[[Path, str, dict], Iterator[dict]]

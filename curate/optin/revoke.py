@@ -1,0 +1,248 @@
+"""Revocation: a contributor takes their consent back, from the store and from finished runs.
+
+``revoke`` records the revocation in the store first (so the decision is durable before
+any run is touched), then, for each run folder, ``revoke_in_run``:
+
+1. finds the records of the revoked consents (by ``consent_id``) in ``OUT/records`` and the
+   shards whose parquet lists them;
+2. rewrites only those shards with ``shards.write_shard``, from the remaining records and
+   the image bytes read back from the old tar: write_shard writes deterministic tars, so
+   every remaining sample comes out byte-identical (tar first, then parquet, each by
+   rename). A shard left with no sample is removed;
+3. writes ``index.json`` (last of the shard files, as a run does), then deletes the
+   removed shards' files, which the new index no longer names;
+4. drops the records' rows from the stage outputs under ``OUT/work`` (fetched image bytes
+   among them) and marks the records ``rejected:revoked`` in ``OUT/records`` with the
+   contributor's name, titles, captions and URLs scrubbed;
+5. appends an entry to ``OUT/revocations.jsonl`` (what a model card reports), rebuilds the
+   catalog and ``stats.json``, and adds an entry to the store's audit log.
+
+Every step can be repeated: a run interrupted anywhere is finished by running the same
+revocation again, and a run already clean is left as it is.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import tarfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate import catalog, records, shards, stats
+from curate.io import write_parquet_atomic, write_text_atomic
+from curate.optin.errors import OptinError
+from curate.optin.layout import DONE, RECORDS, REVOKED, RUN_LOG, run_log
+from curate.optin.store import Revocation, Store, new_id, now
+
+_LOCK = ".revoke.lock"
+_JOURNAL = ".revoke-journal.json"
+# Record fields that describe the contributor or their image; emptied on revocation. The row
+# keeps its key, source, consent id, license and sha256: enough to show what was removed.
+SCRUBBED = ("url", "page_url", "creator", "title", "meta", "attribution", "caption", "caption_origin", "shard")
+
+
+@dataclass
+class RunRevocation:
+    """What one application of revocations did to a run (an ``OUT/revocations.jsonl`` entry)."""
+
+    run: str
+    revocation_ids: list[str]
+    applied_at: str
+    pass_id: str | None = None  # None when the run was already clean and nothing was done
+    records_revoked: int = 0
+    samples_removed: int = 0
+    shards_rewritten: list[str] = field(default_factory=list)
+    shards_removed: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return vars(self)
+
+
+@dataclass
+class _Journal:
+    """A pass in progress, saved before its first change: a pass cut off anywhere is resumed
+    from it, and its log entry counts what the whole pass did, not only the resumed part."""
+
+    pass_id: str
+    revocation_ids: set[str]
+    applied_at: str
+    marked: set[str] = field(default_factory=set)  # record keys to mark rejected:revoked
+    removed: set[str] = field(default_factory=set)  # sample keys to take out of shards
+    rewritten: set[str] = field(default_factory=set)
+    dropped: set[str] = field(default_factory=set)  # shards left empty, to delete
+
+    @classmethod
+    def load(cls, path: Path) -> _Journal | None:
+        if not path.exists():
+            return None
+        return cls(**{k: set(v) if isinstance(v, list) else v for k, v in json.loads(path.read_text()).items()})
+
+    def save(self, path: Path) -> None:
+        write_text_atomic(json.dumps({k: sorted(v) if isinstance(v, set) else v for k, v in vars(self).items()}),
+                          path)
+
+    def result(self, out: Path) -> RunRevocation:
+        return RunRevocation(run=str(out), revocation_ids=sorted(self.revocation_ids), applied_at=self.applied_at,
+                             pass_id=self.pass_id, records_revoked=len(self.marked), samples_removed=len(self.removed),
+                             shards_rewritten=sorted(self.rewritten), shards_removed=sorted(self.dropped))
+
+
+def revoke(store: Store, contributor_id: str, evidence: dict[str, Any],
+           runs: Iterable[Path] = ()) -> tuple[Revocation, list[RunRevocation]]:
+    """Revoke a contributor's consent in the store, then in each finished run."""
+    revocation = store.revoke(contributor_id, evidence)
+    return revocation, apply(store, runs, [revocation])
+
+
+def apply(store: Store, runs: Iterable[Path], revocations: list[Revocation] | None = None) -> list[RunRevocation]:
+    """Apply revocations (default: every one the store holds) to finished runs."""
+    chosen = store.revocations() if revocations is None else revocations
+    by_consent = {c.consent_id: r for r in chosen for c in store.consents(r.contributor_id)}
+    results = []
+    for out in runs:
+        result = revoke_in_run(Path(out), by_consent)
+        if result.records_revoked or result.samples_removed:
+            store.audit("revoke_run", **result.as_dict())
+        results.append(result)
+    return results
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    with open(out / _LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # two revocations of one run must not interleave shard rewrites
+        yield
+
+
+def revoke_in_run(out: Path, by_consent: dict[str, Revocation]) -> RunRevocation:
+    """Remove the samples of the revoked consents (consent id -> its revocation) from one finished run.
+
+    A run already clean is not written at all; the result then counts nothing.
+    """
+    out = out.resolve()
+    if not (out / DONE).exists():
+        raise OptinError(f"{out}: not a finished run (no {DONE}); revoke after the run finished, or re-run it: "
+                         "a new run reads the revocation from the store")
+    ids = {r.revocation_id for r in by_consent.values()}
+    with _locked(out):
+        table = pq.read_table(out / RECORDS)
+        consent = table["consent_id"].cast(pa.string())
+        revoked = table.filter(pc.is_in(consent, value_set=pa.array(sorted(by_consent), pa.string())))
+        keys = set(revoked["key"].to_pylist())
+        marked = {r["key"] for r in revoked.select(["key", "status", "reason"]).to_pylist()
+                  if (r["status"], r["reason"]) != (records.REJECTED, REVOKED)}
+        removed = _in_shards(out / "shards", keys)
+        remaining = _remaining(table, keys, removed)
+        journal = _Journal.load(out / _JOURNAL)
+        if journal is None:
+            if not marked and not removed:
+                return RunRevocation(run=str(out), revocation_ids=sorted(ids), applied_at=now())
+            journal = _Journal(pass_id=new_id("pass"), revocation_ids=ids, applied_at=now())
+        journal.revocation_ids |= ids
+        journal.marked |= marked
+        journal.removed |= {k for found in removed.values() for k in found}
+        journal.rewritten |= {name for name, rows in remaining.items() if rows}
+        journal.dropped |= {name for name, rows in remaining.items() if not rows}
+        journal.save(out / _JOURNAL)
+        _rewrite_shards(out / "shards", remaining, journal)
+        _drop_from_work(out / "work", keys)
+        _mark_records(out, table, by_consent)
+        result = journal.result(out)
+        if result.pass_id not in {e.get("pass_id") for e in run_log(out)}:  # once, also when resumed
+            with open(out / RUN_LOG, "a", encoding="utf-8") as f:
+                f.write(json.dumps(result.as_dict(), sort_keys=True) + "\n")
+        catalog.build(out)  # after the log: the catalog shows this pass too
+        write_text_atomic(json.dumps(stats.compute(out / "records"), indent=2), out / stats.STATS)
+        (out / _JOURNAL).unlink()
+    return result
+
+
+def _shard_names(shards_dir: Path) -> list[str]:
+    index = json.loads((shards_dir / shards.INDEX).read_text())
+    return [entry["tar"].removesuffix(".tar") for entry in index["shards"]]
+
+
+def _in_shards(shards_dir: Path, keys: set[str]) -> dict[str, set[str]]:
+    """Shard name -> the given keys it holds, by the shard parquets (written after their tars)."""
+    found = {}
+    for name in _shard_names(shards_dir):
+        listed = set(pq.read_table(shards_dir / f"{name}.parquet", columns=["key"])["key"].to_pylist())
+        if listed & keys:
+            found[name] = listed & keys
+    return found
+
+
+def _remaining(table: pa.Table, keys: set[str], removed: dict[str, set[str]]) -> dict[str, list[dict[str, Any]]]:
+    """Shard name -> the records that stay in it, for each shard losing samples."""
+    kept = table.filter(pc.equal(table["status"], records.KEPT)).to_pylist()
+    return {name: [r for r in kept if r["shard"] == name and r["key"] not in keys] for name in sorted(removed)}
+
+
+def _rewrite_shards(shards_dir: Path, remaining: dict[str, list[dict[str, Any]]], journal: _Journal) -> None:
+    """Rewrite the shards that keep samples; then the index without emptied shards; then delete those."""
+    for name, rows in remaining.items():
+        if rows:
+            shards.write_shard(shards_dir, name, rows, _images(shards_dir / f"{name}.tar", rows, name))
+    if journal.rewritten or journal.dropped:  # also when resuming: the index may predate the rewrites
+        shards.write_index(shards_dir, [n for n in _shard_names(shards_dir) if n not in journal.dropped])
+    for name in sorted(journal.dropped):  # the index no longer names them
+        for suffix in (".tar", ".parquet"):
+            (shards_dir / f"{name}{suffix}").unlink(missing_ok=True)
+
+
+def _images(tar_path: Path, rows: list[dict[str, Any]], name: str) -> dict[str, bytes]:
+    """The stored image of each remaining sample, read back from the shard being rewritten."""
+    wanted = {f"{r['key']}.jpg": r["key"] for r in rows}
+    images = {}
+    with tarfile.open(tar_path) as tar:
+        for member in tar.getmembers():
+            if member.name in wanted:
+                images[wanted[member.name]] = tar.extractfile(member).read()
+    missing = sorted(set(wanted.values()) - images.keys())
+    if missing:
+        raise OptinError(f"{tar_path}: no image for records {missing[:5]} that OUT/records keeps in {name}; "
+                         "the run's records and shards disagree")
+    return images
+
+
+def _drop_from_work(work: Path, keys: set[str]) -> None:
+    """Stage outputs keep the records (and fetched image bytes) too; a finished run never reads
+    them again, but they must not keep what was revoked."""
+    value_set = pa.array(sorted(keys), pa.string())
+    for path in sorted(work.rglob("*.parquet")):
+        names = pq.read_schema(path).names
+        column = next((c for c in ("key", "record_key") if c in names), None)
+        if column is None:
+            continue
+        if not pc.any(_hits(pq.read_table(path, columns=[column])[column], value_set)).as_py():
+            continue  # read the whole file (image bytes, for fetch output) only when it must change
+        table = pq.read_table(path)
+        write_parquet_atomic(table.filter(pc.invert(_hits(table[column], value_set))), path)
+
+
+def _hits(column: pa.ChunkedArray, value_set: pa.Array) -> pa.ChunkedArray:
+    return pc.fill_null(pc.is_in(column.cast(pa.string()), value_set=value_set), False)
+
+
+def _mark_records(out: Path, table: pa.Table, by_consent: dict[str, Revocation]) -> None:
+    rows = table.to_pylist()
+    changed = False
+    for row in rows:
+        revocation = by_consent.get(row["consent_id"])
+        if revocation is None or (row["status"], row["reason"]) == (records.REJECTED, REVOKED):
+            continue
+        was = row["status"] + (f":{row['reason']}" if row["reason"] else "")
+        where = f" in {row['shard']}" if row["shard"] else ""
+        row.update({name: None for name in SCRUBBED})
+        records.finish(row, records.REJECTED, REVOKED, f"consent revoked {revocation.revoked_at} "
+                                                       f"({revocation.revocation_id}); was {was}{where}")
+        changed = True
+    if changed:
+        write_parquet_atomic(pa.Table.from_pylist(rows, schema=table.schema), out / RECORDS)
