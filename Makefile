@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 OUT ?= out/demo
 
-.PHONY: install demo test test-slow bench-fetch clean
+.PHONY: install demo test test-slow bench-fetch bench-train clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,13 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 install: $(BIN)/.installed
 
+# Curate the offline demo corpus, then train the tiny autoencoder and UNet on its shards.
+# Every step resumes, so running it again finishes an interrupted demo and is otherwise a no-op.
 demo: install
 	$(BIN)/cleanroom curate run pipelines/demo.yaml --out $(OUT)
 	$(BIN)/cleanroom query $(OUT) "SELECT license, status, count(*) AS n FROM records GROUP BY 1, 2 ORDER BY 1, 2"
+	$(BIN)/cleanroom train autoencoder pipelines/train-tiny.yaml --shards $(OUT)/shards --out out/train-tiny --resume
+	$(BIN)/cleanroom train diffusion pipelines/train-tiny.yaml --shards $(OUT)/shards --out out/train-tiny --resume
 
 test: install /usr/bin/chromedriver
 	$(BIN)/python -m pytest -q
@@ -33,6 +37,9 @@ SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
 bench-fetch: install
 	$(BIN)/python benchmarks/fetch.py
+
+bench-train: install
+	$(BIN)/python benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) out

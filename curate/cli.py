@@ -10,6 +10,7 @@ from pathlib import Path
 
 from curate.config import ConfigError
 from curate.optin.cli import add_commands as add_optin_commands
+from train.cli import add_commands as add_train_commands
 
 
 def _curate_run(args: argparse.Namespace) -> int:
@@ -48,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     query.set_defaults(handler=_query)
 
     add_optin_commands(commands)
+    add_train_commands(commands)
     return top
 
 

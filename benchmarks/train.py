@@ -1,0 +1,165 @@
+"""Training throughput: our diffusion loop vs a plain loop written as diffusers' train_text_to_image.
+
+Both train the same tiny UNet on the same frozen tiny autoencoder and open_clip text tower,
+with the same batch, resolution, mixed precision, min-SNR weighting, clipping and EMA, on the
+same generated shards. The plain loop reads them the usual webdataset way (decode("pil") and
+torchvision transforms) and steps as train_text_to_image does. Warm-up steps are not timed;
+rounds alternate between the loops so that load from other processes hits both alike. Run::
+
+    python benchmarks/train.py [--steps 40] [--warmup 5] [--rounds 2] [--batch 8] [--resolution 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# This script is named like the package it measures: keep its own folder from shadowing `train`.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import webdataset as wds  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import train  # noqa: E402,F401,I001  (installs the torchvision fix before anything imports torchvision)
+from train import models, objective  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
+from train.loop import Run  # noqa: E402
+
+
+def make_shards(folder: Path, shards: int = 4, per_shard: int = 64, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    for s in range(shards):
+        with wds.TarWriter(str(folder / f"shard-{s:05d}.tar")) as sink:
+            for i in range(per_shard):
+                width, height = (int(v) for v in rng.integers(96, 256, size=2))
+                base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+                buffer = io.BytesIO()
+                Image.fromarray(base).resize((width, height), Image.BILINEAR).save(buffer, "JPEG", quality=90)
+                sink.write({"__key__": f"bench-{s:02d}{i:04d}", "jpg": buffer.getvalue(),
+                            "txt": f"a generated picture number {i}"})
+    return str(folder)
+
+
+def config(shards: str, autoencoder: Path, args: argparse.Namespace) -> TrainConfig:
+    loop = {"steps": 10**6, "checkpoint_every": 10**6, "validate_every": 10**6, "log_every": 10}
+    return TrainConfig.model_validate({
+        "name": "bench", "seed": 0,
+        "data": {"shards": shards, "resolution": args.resolution, "batch_size": args.batch, "shuffle_buffer": 64,
+                 "caption_dropout": 0.1, "crop": "random", "flip": True, "workers": 0},
+        "accelerate": {"mixed_precision": args.precision, "log_with": "none"},
+        "autoencoder": {"loop": loop},
+        "diffusion": {"model": "tiny", "autoencoder": str(autoencoder), "snr_gamma": 5.0,
+                      "conditioning": {"model": "cleanroom-tiny-text", "layer": "penultimate"},
+                      "ema": {"decay": 0.999}, "loop": loop},
+    })
+
+
+def ours(cfg: TrainConfig, out: Path, args: argparse.Namespace) -> tuple[float, float]:
+    run = Run("diffusion", cfg, out, resume=False)
+    run.train(stop_at=args.warmup)
+    summary = run.train(stop_at=args.warmup + args.steps)  # continues the same run, timed
+    return summary.samples_per_second, summary.data_wait_share
+
+
+def plain(cfg: TrainConfig, args: argparse.Namespace) -> tuple[float, float]:
+    """train_text_to_image's loop body, on a webdataset stream read the common way."""
+    from accelerate import Accelerator
+    from diffusers import AutoencoderKL
+    from diffusers.training_utils import EMAModel, compute_snr
+    from torchvision import transforms
+
+    job = cfg.diffusion
+    accelerator = Accelerator(mixed_precision=args.precision)
+    torch.manual_seed(0)
+    vae = AutoencoderKL.from_pretrained(job.autoencoder).requires_grad_(False)
+    text_encoder = models.ConditioningEncoder(job.conditioning)
+    unet = models.build("unet", job.model)
+    noise_scheduler = objective.noise_scheduler(job.noise, job.prediction)
+    ema_unet = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=job.optim.lr, weight_decay=job.optim.weight_decay)
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    preprocess = transforms.Compose([
+        transforms.Resize(args.resolution, interpolation=transforms.InterpolationMode.BILINEAR),
+        transforms.RandomCrop(args.resolution), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
+
+    def caption(text: str) -> str:
+        return "" if np.random.random() < cfg.data.caption_dropout else text  # proportion_empty_prompts
+
+    dataset = (wds.WebDataset(sorted(str(p) for p in Path(cfg.data.shards).glob("*.tar")), resampled=True,
+                              shardshuffle=False)
+               .shuffle(cfg.data.shuffle_buffer).decode("pil").to_tuple("jpg", "txt")
+               .map_tuple(lambda im: preprocess(im.convert("RGB")), caption))
+    dataloader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.batch_size, num_workers=0)
+    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    batches = iter(dataloader)
+    timed = waited = 0.0
+    for step in range(args.warmup + args.steps):
+        started = time.perf_counter()
+        pixel_values, captions = next(batches)
+        wait = time.perf_counter() - started
+        with accelerator.accumulate(unet), accelerator.autocast():
+            latents = vae.encode(pixel_values).latent_dist.sample() * vae.config.scaling_factor
+            noise = torch.randn_like(latents)
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],))
+            noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
+            encoder_hidden_states = text_encoder(list(captions), pixel_values, None)
+            model_pred = unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
+            snr = compute_snr(noise_scheduler, timesteps)
+            mse_loss_weights = torch.stack([snr, 5.0 * torch.ones_like(timesteps)], dim=1).min(dim=1)[0] / snr
+            loss = F.mse_loss(model_pred.float(), noise.float(), reduction="none")
+            loss = (loss.mean(dim=list(range(1, len(loss.shape)))) * mse_loss_weights).mean()
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(unet.parameters(), job.optim.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad()
+        if accelerator.sync_gradients:
+            ema_unet.step(unet.parameters())
+        if step >= args.warmup:
+            timed += time.perf_counter() - started
+            waited += wait
+    return args.steps * args.batch / timed, waited / timed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--precision", choices=["no", "bf16"], default="bf16")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "shards").mkdir()
+        shards = make_shards(root / "shards")
+        torch.manual_seed(0)
+        models.build("autoencoder", "tiny").save_pretrained(root / "autoencoder")
+        cfg = config(shards, root / "autoencoder", args)
+        results: dict[str, list[tuple[float, float]]] = {"ours": [], "plain": []}
+        for round_ in range(args.rounds):
+            results["ours"].append(ours(cfg, root / f"ours-{round_}", args))
+            results["plain"].append(plain(cfg, args))
+    speed = {name: statistics.median(r[0] for r in runs) for name, runs in results.items()}
+    wait = {name: statistics.median(r[1] for r in runs) for name, runs in results.items()}
+    print(f"tiny UNet, batch {args.batch}, {args.resolution} px, precision {args.precision}, "
+          f"{args.steps} timed steps x {args.rounds} rounds (median), torch threads {torch.get_num_threads()}")
+    print(f"{'loop':<8}{'samples/s':>12}{'data wait share':>18}")
+    for name in ("ours", "plain"):
+        print(f"{name:<8}{speed[name]:>12.2f}{wait[name]:>18.1%}")
+    print(f"ratio ours/plain: {speed['ours'] / speed['plain']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

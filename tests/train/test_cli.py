@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+from train import cli
+
+from .conftest import config_dict
+
+
+def test_add_commands_hangs_train_jobs_on_a_parser():
+    parser = argparse.ArgumentParser(prog="cleanroom")
+    cli.add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["train", "diffusion", "c.yaml", "--shards", "s/{0..1}.tar", "--out", "o", "--resume"])
+    assert (args.command, args.job, args.config, args.shards, args.out, args.resume) == (
+        "train", "diffusion", "c.yaml", "s/{0..1}.tar", "o", True)
+    assert args.handler is not None
+
+
+def test_train_autoencoder_from_the_command_line(shards: Path, tmp_path: Path, capsys):
+    config = config_dict("not-there")
+    config["autoencoder"]["loop"] = {"steps": 2, "checkpoint_every": 2, "validate_every": 2}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = ["train", "autoencoder", str(path), "--shards", str(shards), "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["step"] == 2 and printed["final"] == str(tmp_path / "out" / "autoencoder" / "final")
+    assert cli.main(argv) == 2  # checkpoints exist: needs --resume
+    assert "pass --resume" in capsys.readouterr().err
+    assert cli.main(argv + ["--resume"]) == 0
+
+
+def test_config_errors_exit_2_with_the_file_named(tmp_path: Path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\n")
+    assert cli.main(["train", "autoencoder", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "autoencoder: Field required" in err

@@ -1,0 +1,383 @@
+"""The accelerate training loop shared by both jobs.
+
+One process per device (`accelerate launch` starts them); each process reads its own slots of
+the shards (`train.data`), so the DataLoader is not passed through `accelerator.prepare`
+(whose default for iterable datasets is to read on the main process and dispatch).
+
+A run folder holds, per job (`OUT/autoencoder/`, `OUT/diffusion/`)::
+
+    checkpoints/step-00000500/   accelerate state (model, optimizer, RNG, LR schedule, EMA,
+                                 train state with the data position) + config.yaml + meta.json
+    samples/step-00000500.png    validation grid (+ .json with its prompts or keys)
+    logs/                        tensorboard
+    final/                       the trained network (EMA weights when EMA is on), diffusers format
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, gather_object, set_seed
+from tqdm.auto import tqdm
+
+from curate.config import ConfigError
+from train import config as config_io
+from train import data
+from train.config import EmaConfig, OptimConfig, TrainConfig
+from train.tasks import TASKS
+
+log = logging.getLogger(__name__)
+CHECKPOINT = re.compile(r"^step-(\d{8})$")
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def final(self) -> Path:
+        return self.root / "final"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:08d}"
+
+    def saved(self) -> list[Path]:
+        """Complete checkpoints, oldest first (a partial one never has the final name)."""
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints.iterdir() if CHECKPOINT.match(p.name))
+
+
+@dataclass
+class TrainState:
+    """What the loop itself must carry over a resume; saved through accelerate's custom states."""
+
+    step: int = 0  # optimizer steps done
+    batches: int = 0  # micro-batches each process has taken
+    slots: int = 0  # data slots (processes x workers) the positions belong to
+    positions: dict[int, tuple[int, int]] = field(default_factory=dict)  # slot -> (epoch, raw samples drawn)
+    bad_samples: dict[int, int] = field(default_factory=dict)  # slot -> bad samples skipped since the run began
+
+    def take(self, batch: dict[str, Any]) -> None:
+        self.batches += 1
+        self.positions[batch["slot"]] = (batch["epoch"], batch["drawn"])
+        self.bad_samples[batch["slot"]] = self.bad_samples.get(batch["slot"], 0) + batch["bad_samples"]
+
+    def owned(self, rank: int, slots_per_process: int) -> dict[str, dict[int, Any]]:
+        """This process's part of the data state (its slots are rank * workers + role)."""
+        return {name: {slot: value for slot, value in getattr(self, name).items()
+                       if slot // slots_per_process == rank} for name in ("positions", "bad_samples")}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "batches": self.batches, "slots": self.slots,
+                "positions": dict(self.positions), "bad_samples": dict(self.bad_samples)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.batches, self.slots = state["step"], state["batches"], state["slots"]
+        self.positions = {int(k): tuple(v) for k, v in state["positions"].items()}
+        self.bad_samples = {int(k): v for k, v in state["bad_samples"].items()}
+
+
+def warmup_then_constant(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1)))
+
+
+def make_optimizer(parameters: Any, optim: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(parameters, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay,
+                             eps=optim.eps)
+
+
+def make_ema(network: torch.nn.Module, ema: EmaConfig):
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(network.parameters(), decay=ema.decay, use_ema_warmup=ema.warmup, power=ema.power,
+                    update_after_step=ema.update_after_step, model_cls=type(network), model_config=network.config)
+
+
+def micro_batch_seed(seed: int, rank: int, batch: int) -> int:
+    # Stateless: the noise of micro-batch n is a function of (seed, rank, n), so a resumed run
+    # draws the same noise without carrying generator state across processes.
+    return int.from_bytes(hashlib.sha256(f"{seed}/{rank}/{batch}".encode()).digest()[:8], "little") >> 1
+
+
+def make_accelerator(config: TrainConfig, paths: JobPaths) -> Accelerator:
+    log_with = None
+    if config.accelerate.log_with == "tensorboard":
+        from accelerate.utils import is_tensorboard_available
+
+        if not is_tensorboard_available():
+            raise ConfigError("accelerate.log_with: tensorboard is not installed: pip install tensorboard "
+                              "(or set accelerate.log_with: none)")
+        log_with = "tensorboard"
+    return Accelerator(mixed_precision=config.accelerate.mixed_precision,
+                       gradient_accumulation_steps=config.accelerate.gradient_accumulation_steps,
+                       log_with=log_with, project_config=ProjectConfiguration(project_dir=str(paths.root),
+                                                                              logging_dir=str(paths.logs)))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+def _flat(prefix: str, value: Any) -> dict[str, Any]:
+    """Config as flat scalars, what tensorboard's hparams accept."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(f"{prefix}{key}/", item).items()}
+    return {prefix.rstrip("/"): value if isinstance(value, (int, float, str, bool)) else str(value)}
+
+
+@dataclass
+class Summary:
+    job: str
+    step: int
+    samples_per_second: float  # over this invocation's steps, all processes
+    data_wait_share: float  # of this invocation's step time, spent waiting for the next batch
+    last_logs: dict[str, float]
+    final: Path | None  # the export, when the run reached its last step
+
+
+class Run:
+    """One invocation of one job: set up, resume, step, checkpoint, validate, export."""
+
+    def __init__(self, job: str, config: TrainConfig, out: Path, resume: bool,
+                 on_batch: Callable[[dict[str, Any]], None] | None = None):
+        if config.data.shards is None:
+            raise ConfigError("data.shards: no shards given; set it in the config or pass --shards")
+        self.job, self.config, self.on_batch = job, config, on_batch
+        self.settings = getattr(config, job)
+        self.paths = JobPaths(Path(out) / job)
+        self._check_resume(resume)
+        self.accelerator = make_accelerator(config, self.paths)
+        set_seed(config.seed)  # the same initial weights on every process
+        self.shards = data.expand_shards(config.data.shards)
+        self.task = TASKS[job](config, self.shards, Path(out), self.accelerator.device)
+        self.task.model.train()  # from_pretrained (fine-tuning) hands models over in eval mode
+        trainable = [p for p in self.task.model.parameters() if p.requires_grad]
+        optimizer = make_optimizer(trainable, self.settings.optim)
+        self.schedule = warmup_then_constant(optimizer, self.settings.optim.warmup_steps)
+        self.model, self.optimizer = self.accelerator.prepare(self.task.model, optimizer)
+        self.ema = make_ema(self.task.network, self.settings.ema) if self.settings.ema else None
+        if self.ema:
+            self.ema.to(self.accelerator.device)
+        self.state = TrainState()
+        self.accelerator.register_for_checkpointing(self.schedule, self.state, *([self.ema] if self.ema else []))
+        self.resumed_from = self._load_latest() if resume else None
+
+    def _check_resume(self, resume: bool) -> None:
+        if self.paths.saved() and not resume:
+            raise ConfigError(f"{self.paths.checkpoints}: holds checkpoints of an earlier run; pass --resume to "
+                              f"continue it or choose another --out")
+
+    def _load_latest(self) -> Path | None:
+        saved = self.paths.saved()
+        if not saved:
+            return None
+        latest = saved[-1]
+        before = config_io.parse((latest / "config.yaml").read_text(), str(latest / "config.yaml"))
+        changed = config_io.blocking_differences(before, self.config)
+        if changed:
+            raise ConfigError(f"{latest}: saved with a different config ({', '.join(changed)}); resume with the "
+                              f"same config or start a new --out")
+        self.accelerator.load_state(str(latest))
+        if self.ema:
+            self.ema.to(self.accelerator.device)  # loaded onto the CPU
+        log.info("resumed %s from %s at step %d", self.job, latest, self.state.step)
+        return latest
+
+    def _stream(self) -> data.ShardStream:
+        workers = self.config.data.workers
+        slots = self.accelerator.num_processes * max(1, workers)
+        if self.state.slots not in (0, slots):
+            raise ConfigError(f"{self.resumed_from}: its data position is for {self.state.slots} data slots "
+                              f"(processes x data.workers) but this run has {slots}; resume with the same layout")
+        self.state.slots = slots
+        start = {slot: data.Position(*position) for slot, position in self.state.positions.items()}
+        return data.ShardStream(self.shards, self.config.data, self.config.seed, self.accelerator.process_index,
+                                self.accelerator.num_processes, start=start, first_batch=self.state.batches)
+
+    def _micro_step(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], float | None]:
+        accelerator = self.accelerator
+        generator = torch.Generator(accelerator.device).manual_seed(
+            micro_batch_seed(self.config.seed, accelerator.process_index, self.state.batches))
+        grad_norm = None
+        with accelerator.accumulate(self.model):
+            with accelerator.autocast():
+                losses = self.task.losses(self.model, batch, generator, self.state.step)
+            accelerator.backward(losses["loss"])
+            if accelerator.sync_gradients and self.settings.optim.max_grad_norm:
+                grad_norm = float(accelerator.clip_grad_norm_(self.model.parameters(),
+                                                              self.settings.optim.max_grad_norm))
+            self.optimizer.step()
+            if accelerator.sync_gradients:
+                self.schedule.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return {k: v.detach() for k, v in losses.items()}, grad_norm
+
+    def save_checkpoint(self) -> Path:
+        accelerator = self.accelerator
+        # Every process's data position goes into the one train state the main process saves.
+        per_process = max(1, self.config.data.workers)
+        for owned in gather_object([self.state.owned(accelerator.process_index, per_process)]):
+            self.state.positions.update(owned["positions"])
+            self.state.bad_samples.update(owned["bad_samples"])
+        final = self.paths.checkpoint(self.state.step)
+        partial = final.with_name(final.name + ".partial")
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(partial))
+        if accelerator.is_main_process:
+            _atomic_write(partial / "config.yaml", config_io.dump(self.config))
+            meta = {"job": self.job, "step": self.state.step, "batches_per_process": self.state.batches,
+                    "data_positions": {str(k): v for k, v in sorted(self.state.positions.items())},
+                    "processes": accelerator.num_processes, "time": time.time()}
+            _atomic_write(partial / "meta.json", json.dumps(meta, indent=2))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial, final)  # a checkpoint appears complete or not at all
+            for old in self.paths.saved()[:-self.settings.loop.keep_checkpoints]:
+                shutil.rmtree(old)
+        accelerator.wait_for_everyone()
+        return final
+
+    def _with_ema_weights(self, action: Callable[[], Any]) -> Any:
+        """Run `action` with the EMA weights in the network, then put the trained weights back."""
+        if self.ema is None:
+            return action()
+        parameters = list(self.task.network.parameters())
+        self.ema.store(parameters)
+        self.ema.copy_to(parameters)
+        try:
+            return action()
+        finally:
+            self.ema.restore(parameters)
+
+    def validate(self) -> None:
+        if self.accelerator.is_main_process:
+            path = self.paths.samples / f"step-{self.state.step:08d}.png"
+            self.task.network.eval()
+            with self.accelerator.autocast():
+                self._with_ema_weights(lambda: self.task.validate(self.state.step, path))
+            self.task.network.train()
+            log.info("validation samples: %s", path)
+        self.accelerator.wait_for_everyone()
+
+    def export(self) -> Path:
+        if self.accelerator.is_main_process:
+            partial = self.paths.final.with_name("final.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            self.task.network.eval()
+            self._with_ema_weights(lambda: self.task.export(partial))
+            _atomic_write(partial / "config.yaml", config_io.dump(self.config))
+            shutil.rmtree(self.paths.final, ignore_errors=True)
+            os.replace(partial, self.paths.final)
+        self.accelerator.wait_for_everyone()
+        return self.paths.final
+
+    def _log(self, window: dict[str, Any]) -> dict[str, float]:
+        accelerator = self.accelerator
+        steps = window.pop("steps")
+        means = {f"train/{k}": float(accelerator.reduce(v / steps, "mean")) for k, v in window.pop("sums").items()}
+        owned = self.state.owned(accelerator.process_index, max(1, self.config.data.workers))["bad_samples"]
+        bad = int(accelerator.reduce(torch.tensor(sum(owned.values()), device=accelerator.device), "sum"))
+        logs = means | self.task.window_logs(lambda t: accelerator.reduce(t, "sum")) | {
+            "lr": self.schedule.get_last_lr()[0],
+            "data/samples_per_second": window["samples"] * accelerator.num_processes / window["seconds"],
+            "data/wait_share": window["wait"] / window["seconds"],
+            "data/bad_samples": bad,
+        }
+        if window["grad_norms"]:
+            logs["train/grad_norm"] = sum(window["grad_norms"]) / len(window["grad_norms"])
+        if self.ema is not None:
+            logs["ema/decay"] = self.ema.cur_decay_value or 0.0
+        accelerator.log(logs, step=self.state.step)
+        return logs
+
+    def train(self, stop_at: int | None = None) -> Summary:
+        """Steps until `loop.steps` (or, as if killed there, until `stop_at`: no checkpoint, no export)."""
+        accelerator, loop = self.accelerator, self.settings.loop
+        accelerator.init_trackers(self.job, config=_flat("", self.config.model_dump(mode="json")))
+        batches = iter(data.loader(self._stream(), self.config.data.workers))
+        progress = tqdm(total=loop.steps, initial=self.state.step, desc=self.job,
+                        disable=not accelerator.is_local_main_process)
+        accum = self.config.accelerate.gradient_accumulation_steps
+        total = {"seconds": 0.0, "wait": 0.0, "samples": 0}
+        window = self._new_window()
+        logs: dict[str, float] = {}
+        last = loop.steps if stop_at is None else min(stop_at, loop.steps)
+        while self.state.step < last:
+            started = time.perf_counter()
+            for _ in range(accum):
+                waited = time.perf_counter()
+                batch = next(batches)
+                window["wait"] += time.perf_counter() - waited
+                self.state.take(batch)
+                if self.on_batch:
+                    self.on_batch(batch)
+                losses, grad_norm = self._micro_step(batch)
+                for name, value in losses.items():
+                    window["sums"][name] = window["sums"].get(name, 0.0) + value / accum
+                if grad_norm is not None and math.isfinite(grad_norm):
+                    window["grad_norms"].append(grad_norm)
+                window["samples"] += len(batch["keys"])
+            if self.ema is not None:
+                self.ema.step(self.task.network.parameters())
+            self.state.step += 1
+            window["steps"] += 1
+            window["seconds"] += time.perf_counter() - started
+            progress.update(1)
+            if self.state.step % loop.log_every == 0 or self.state.step == last:
+                for key in total:
+                    total[key] += window[key]
+                logs = self._log(window)
+                progress.set_postfix(loss=f"{logs['train/loss']:.4f}")
+                window = self._new_window()
+            if self.state.step % loop.checkpoint_every == 0 or self.state.step == loop.steps:
+                self.save_checkpoint()
+            if self.state.step % loop.validate_every == 0 or self.state.step == loop.steps:
+                self.validate()
+        progress.close()
+        final = self.export() if self.state.step == loop.steps else None
+        accelerator.end_training()
+        seconds = total["seconds"] or float("nan")
+        return Summary(self.job, self.state.step, total["samples"] * accelerator.num_processes / seconds,
+                       total["wait"] / seconds, logs, final)
+
+    @staticmethod
+    def _new_window() -> dict[str, Any]:
+        return {"steps": 0, "seconds": 0.0, "wait": 0.0, "samples": 0, "sums": {}, "grad_norms": []}
+
+
+def train(job: str, config: TrainConfig, out: Path, resume: bool = False, stop_at: int | None = None,
+          on_batch: Callable[[dict[str, Any]], None] | None = None) -> Summary:
+    if job not in TASKS:
+        raise ValueError(f"unknown job {job!r}; known: {', '.join(TASKS)}")
+    return Run(job, config, out, resume, on_batch).train(stop_at)

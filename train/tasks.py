@@ -1,0 +1,151 @@
+"""The two jobs the loop runs: what each trains, its loss on a batch, its validation and export.
+
+The loop (`train.loop`) knows nothing of autoencoders or UNets; a task knows nothing of
+accelerate beyond the device it is given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from train import data, models, objective, sample
+from train.config import TrainConfig
+
+
+class AutoencoderTask:
+    """AutoencoderKL from scratch (or fine-tuned): reconstruction + KL (+ LPIPS)."""
+
+    def __init__(self, config: TrainConfig, shards: list[str], out: Path, device: torch.device):
+        job = config.autoencoder
+        self.config, self.shards, self.device = config, shards, device
+        self.network = models.build("autoencoder", job.model, init=job.init)
+        self.model = models.Reconstructor(self.network)
+        perceptual = None
+        if job.perceptual is not None:
+            from train.perceptual import LPIPS
+
+            perceptual = LPIPS(job.perceptual).to(device)
+        self.loss = objective.AutoencoderLoss(job.kl_weight, perceptual,
+                                              job.perceptual.weight if job.perceptual else 0.0)
+        self.references = data.first_samples(shards, config.data, config.seed, job.validation.images)
+
+    def losses(self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator,
+               step: int) -> dict[str, torch.Tensor]:
+        return self.loss(model, batch["pixels"].to(self.device), generator)
+
+    def window_logs(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
+        return {}
+
+    @torch.no_grad()
+    def validate(self, step: int, path: Path) -> Path:
+        """Reference images over their reconstructions (posterior mode), labelled with their keys."""
+        pixels = self.references["pixels"].to(self.device)
+        reconstruction = self.network.decode(self.network.encode(pixels).latent_dist.mode()).sample
+        keys = self.references["keys"]
+        return sample.save_grid(sample.to_images(pixels) + sample.to_images(reconstruction),
+                                keys + [f"reconstruction of {k}" for k in keys], path, step, columns=len(keys))
+
+    @torch.no_grad()
+    def scaling_factor(self) -> float:
+        """1 / std of the latents, so diffusion sees unit variance (SD v1's 0.18215 came from this)."""
+        job = self.config.autoencoder
+        if job.scaling_factor != "auto":
+            return float(job.scaling_factor)
+        pixels = data.first_samples(self.shards, self.config.data, self.config.seed, job.scaling_samples)["pixels"]
+        latents = torch.cat([self.network.encode(chunk.to(self.device)).latent_dist.mode().float()
+                             for chunk in pixels.split(self.config.data.batch_size)])
+        return float(1.0 / latents.std())
+
+    def export(self, folder: Path) -> None:
+        self.network.register_to_config(scaling_factor=self.scaling_factor())
+        self.network.save_pretrained(folder)
+
+
+class DiffusionTask:
+    """A UNet on the latents of a frozen autoencoder, conditioned by a frozen open_clip tower."""
+
+    def __init__(self, config: TrainConfig, shards: list[str], out: Path, device: torch.device):
+        from diffusers import AutoencoderKL
+
+        job = config.diffusion
+        self.config, self.device = config, device
+        vae_path = Path(job.autoencoder) if job.autoencoder else out / "autoencoder" / "final"
+        if not (vae_path / "config.json").is_file():
+            raise FileNotFoundError(f"{vae_path}: no trained autoencoder here; run `cleanroom train autoencoder` "
+                                    f"first or set diffusion.autoencoder to a diffusers AutoencoderKL folder")
+        self.vae = AutoencoderKL.from_pretrained(vae_path).eval().requires_grad_(False).to(device)
+        self.vae_path = vae_path
+        self.encoder = models.ConditioningEncoder(job.conditioning).to(device)
+        self.network = models.build("unet", job.model, job.overrides, job.init)
+        models.check_fit(self.network, self.encoder, self.vae, job.model)
+        self.model = self.network
+        self.objective = objective.DiffusionObjective.from_config(job)
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.latent_shape = (self.vae.config.latent_channels, config.data.resolution // factor,
+                             config.data.resolution // factor)
+        self.references = (data.first_samples(shards, config.data, config.seed, job.validation.images)
+                           if job.conditioning.encoder == "image" else None)
+        self.bin_sums = torch.zeros(job.timestep_bins, device=device)
+        self.bin_counts = torch.zeros(job.timestep_bins, device=device)
+
+    def losses(self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator,
+               step: int) -> dict[str, torch.Tensor]:
+        pixels = batch["pixels"].to(self.device)
+        with torch.no_grad():
+            latents = self.vae.encode(pixels).latent_dist.sample(generator=generator) * self.vae.config.scaling_factor
+            states = self.encoder(batch["captions"], pixels, batch["dropped"])
+        result = self.objective(lambda x, t, c: model(x, t, c).sample, latents.float(), states, generator, step)
+        sums, counts = objective.timestep_bins(result.per_sample, result.timesteps,
+                                               self.objective.scheduler.config.num_train_timesteps,
+                                               len(self.bin_sums))
+        self.bin_sums += sums
+        self.bin_counts += counts
+        return {"loss": result.loss, "mse": result.per_sample.mean()}
+
+    def window_logs(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
+        """Mean unweighted loss per timestep bin since the last call, over all processes."""
+        sums, counts = reduce(self.bin_sums.clone()), reduce(self.bin_counts.clone())
+        self.bin_sums.zero_()
+        self.bin_counts.zero_()
+        width = self.objective.scheduler.config.num_train_timesteps / len(sums)
+        return {f"loss_by_t/{round(i * width):04d}-{round((i + 1) * width) - 1:04d}": float(s / c)
+                for i, (s, c) in enumerate(zip(sums.tolist(), counts.tolist())) if c}
+
+    def _conditions(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        validation = self.config.diffusion.validation
+        if self.references is None:
+            prompts = validation.prompts
+            states = self.encoder(prompts, None, None)
+            return states, self.encoder.unconditional(len(prompts)), prompts
+        pixels = self.references["pixels"].to(self.device)
+        dropped = torch.zeros(len(pixels), dtype=torch.bool)
+        states = self.encoder(self.references["captions"], pixels, dropped)
+        return states, self.encoder.unconditional(len(pixels)), [f"variation of {k}" for k in self.references["keys"]]
+
+    @torch.no_grad()
+    def validate(self, step: int, path: Path) -> Path:
+        """Samples from fixed noise, one per prompt (or reference image), with their prompts."""
+        validation = self.config.diffusion.validation
+        states, unconditional, labels = self._conditions()
+        generator = torch.Generator().manual_seed(validation.seed)
+        latents = sample.guided_latents(lambda x, t, c: self.network(x, t, c).sample, self.objective.scheduler,
+                                        states, unconditional, self.latent_shape, validation.guidance_scale,
+                                        validation.inference_steps, generator)
+        images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        return sample.save_grid(sample.to_images(images), labels, path, step)
+
+    def export(self, folder: Path) -> None:
+        self.network.save_pretrained(folder / "unet")
+        self.objective.scheduler.save_pretrained(folder / "scheduler")
+        spec = {"conditioning": self.config.diffusion.conditioning.model_dump(mode="json"),
+                "autoencoder": str(self.vae_path.resolve())}
+        (folder / "components.json").write_text(json.dumps(spec, indent=2))
+
+
+TASKS = {"autoencoder": AutoencoderTask, "diffusion": DiffusionTask}
