@@ -17,7 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from curate.caption import CaptionConfig
+from curate.dedup import NearDedupConfig
 from curate.fetch import FetchSettings
+from curate.score.filter import ScoringConfig
 from curate.sources import ADAPTERS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +74,7 @@ class Filters(Strict):
 
 class Dedup(Strict):
     exact: bool = True
+    near: NearDedupConfig = NearDedupConfig()  # pHash and CLIP-embedding dedup; both need scoring
 
 
 class Shards(Strict):
@@ -83,6 +86,7 @@ class Demo(Strict):
 
     images: int = Field(default=24, ge=8)
     seed: int = 0
+    head_dim: int = Field(default=32, ge=1)  # embedding width of the demo's CLIP (cleanroom-tiny-clip)
 
 
 class RayConfig(Strict):
@@ -110,6 +114,7 @@ class Pipeline(Strict):
     fetch: dict[str, Any] = Field(default_factory=dict)  # defaults for every source
     filters: Filters = Filters()
     dedup: Dedup = Dedup()
+    scoring: ScoringConfig | None = None  # CLIP embeddings and the heads; None skips the stage
     captions: CaptionConfig = CaptionConfig()
     shards: Shards = Shards()
     demo: Demo | None = None
@@ -118,6 +123,14 @@ class Pipeline(Strict):
     @model_validator(mode="after")
     def _fetch_fields_known(self) -> "Pipeline":
         FetchSettings(**self.fetch)
+        return self
+
+    @model_validator(mode="after")
+    def _near_dedup_needs_scoring(self) -> "Pipeline":
+        # Hashes and embeddings are made in the scoring stage, the one place images are decoded.
+        near = self.dedup.near
+        if (near.phash or near.clip) and self.scoring is None:
+            raise ValueError("dedup.near needs a scoring section (it reads the hashes and embeddings scoring makes)")
         return self
 
 
@@ -223,8 +236,20 @@ class RunConfig(Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
+def _fill(value: Any, variables: dict[str, str]) -> Any:
+    """Put run variables into every string of a pipeline; other braces (templates) are left alone."""
+    if isinstance(value, dict):
+        return {k: _fill(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, variables) for v in value]
+    if isinstance(value, str):
+        for name, replacement in variables.items():
+            value = value.replace("{" + name + "}", replacement)
+    return value
+
+
 def resolve(pipeline_file: Path, variables: dict[str, str]) -> RunConfig:
-    pipeline = load_pipeline(pipeline_file)
+    pipeline = _validate(Pipeline, _fill(_load_yaml(pipeline_file), variables), pipeline_file)
     policy = policy_path(pipeline.policy, pipeline_file.resolve().parent)
     if not policy.exists():
         raise ConfigError(f"{pipeline_file}: policy: {policy} does not exist")

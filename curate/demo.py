@@ -4,7 +4,11 @@ It holds records in the Met's and Wikimedia Commons' API formats and a local fol
 the demo runs the real adapters, and the cases a curation run must handle: licenses the
 policy rejects (CC BY-SA, "no restrictions", an unrecognised string), a server that
 answers ``X-Robots-Tag: noai``, records without an image, a malformed line, a missing file (404), HTML saved as .jpg, a truncated JPEG,
-a too-small and a too-elongated image, and the same bytes offered by two sources.
+a too-small and a too-elongated image, the same bytes offered by two sources, a
+half-size copy (a perceptual duplicate) and a 90% crop (a CLIP-embedding duplicate).
+
+The scoring heads of the demo (aesthetic, watermark, NSFW) are random-initialised files
+in the real formats, written into ``OUT/demo-models``: their scores mean nothing.
 
 The corpus and the port it is served on are made once per output folder and kept there,
 so a resumed run sees the same URLs.
@@ -28,6 +32,7 @@ from curate.localserve import serve
 
 CORPUS = "demo-corpus"
 PORT_FILE = "port"
+MODELS = "models"
 
 
 def picture(seed: int, width: int, height: int) -> bytes:
@@ -38,6 +43,20 @@ def picture(seed: int, width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
+
+
+def _save_jpeg(image: Image.Image, path: Path) -> None:
+    image.save(path, format="JPEG", quality=90)
+
+
+def write_models(folder: Path, embed_dim: int) -> None:
+    """Random heads in the real weight formats, so the demo runs the real loading code offline."""
+    from curate.score import aesthetic, nsfw, watermark
+
+    folder.mkdir(parents=True, exist_ok=True)
+    aesthetic.save_random(folder / "aesthetic-mlp.pth", "improved_mlp", embed_dim)
+    watermark.save_random(folder / "watermark_model_v1.pt")
+    nsfw.save_random(folder / "nsfw-head.pt", embed_dim)
 
 
 def _free_port() -> int:
@@ -123,6 +142,11 @@ def generate(corpus: Path, base_url: str, settings: Demo) -> None:
         entries.append({"file": f"contribution-{i}.jpg", "title": f"Garden study {i}", "creator": "Demo Contributor"})
     (local / "contribution-copy.jpg").write_bytes((local / "contribution-1.jpg").read_bytes())
     entries.append({"file": "contribution-copy.jpg", "title": "Garden study 1, sent again", "creator": "Demo Contributor"})
+    original = Image.open(local / "contribution-2.jpg")
+    _save_jpeg(original.resize((144, 144), Image.BICUBIC), local / "contribution-2-small.jpg")
+    _save_jpeg(original.crop((14, 14, 274, 274)), local / "contribution-2-crop.jpg")
+    entries += [{"file": "contribution-2-small.jpg", "title": "Garden study 2, small", "creator": "Demo Contributor"},
+                {"file": "contribution-2-crop.jpg", "title": "Garden study 2, cropped", "creator": "Demo Contributor"}]
     (local / "noncommercial.jpg").write_bytes(picture(seed + 777, 300, 300))
     entries.append({"file": "noncommercial.jpg", "title": "A borrowed picture", "license": "CC BY-NC 4.0"})
     _write_lines(local / "metadata.jsonl", [json.dumps(e) for e in entries])
@@ -135,9 +159,10 @@ def prepare(settings: Demo, out: Path) -> dict[str, str]:
     if not port_file.exists():
         port = _free_port()
         generate(corpus, f"http://127.0.0.1:{port}/", settings)
+        write_models(corpus / MODELS, settings.head_dim)
         write_text_atomic(str(port), port_file)  # last: its presence means the corpus is complete
     port = int(port_file.read_text())
-    return {"demo": str(corpus), "demo_url": f"http://127.0.0.1:{port}/"}
+    return {"demo": str(corpus), "demo_url": f"http://127.0.0.1:{port}/", "demo_models": str(corpus / MODELS)}
 
 
 @contextmanager

@@ -310,22 +310,3 @@ class ApplyFetch:
                     status=records.FAILED, reason="not_fetched", detail="no fetch result for this record",
                     sha256=None, width=None, height=None))
         return pa.Table.from_pylist(rows, schema=batch.schema)
-
-
-class AttachImages:
-    """Stage: add the fetched image bytes (``jpg``) of pending records, for stages that look at pixels.
-
-    Decided records get null: no model stage looks at them.
-    """
-
-    def __init__(self, fetch_root: Path):
-        self.fetch_root = fetch_root
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        batch = records.conform(batch)
-        rows = [r for r in batch.select(["key", "source", "status"]).to_pylist() if r["status"] == records.PENDING]
-        images: dict[str, bytes] = {}
-        for source in {r["source"] for r in rows}:
-            keys = [r["key"] for r in rows if r["source"] == source]
-            images.update(read_images(self.fetch_root / source, keys))
-        return batch.append_column("jpg", pa.array([images.get(k) for k in batch["key"].to_pylist()], pa.binary()))

@@ -78,6 +78,12 @@ SCHEMA = pa.schema(
         pa.field("sha256", pa.string()),
         pa.field("width", pa.int32()),  # original size, before any resize
         pa.field("height", pa.int32()),
+        pa.field("aesthetic", pa.float32()),  # scores: which model made each is in OUT/run.yaml and stats.json
+        pa.field("pwatermark", pa.float32()),
+        pa.field("pnsfw", pa.float32()),
+        pa.field("phash", pa.string()),
+        pa.field("embedding_file", pa.string()),  # under OUT/embeddings, clip-retrieval layout
+        pa.field("embedding_row", pa.int32()),
         pa.field("duplicate_of", pa.string()),
         pa.field("caption", pa.string()),
         pa.field("caption_origin", pa.string()),
@@ -177,3 +183,10 @@ def conform(table: pa.Table) -> pa.Table:
         columns.append(table[name])
         fields.append(table.schema.field(name))
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def put_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    """Set a column a stage owns: replaced when the schema already has it, else appended."""
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, values)
+    return table.append_column(name, values)

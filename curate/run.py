@@ -34,6 +34,8 @@ from curate.caption import Captioner, ClipSimilarity, CocaCaptioner
 from curate.config import ConfigError, RunConfig, load_pipeline, resolve
 from curate.ingest import Ingest, work_items
 from curate.io import write_parquet_atomic, write_text_atomic
+from curate.score import embed, images, store, watermark
+from curate.score.filter import EmbeddingHeads, ScoreFilter
 from curate.score.resolution import Resolution
 
 log = logging.getLogger("cleanroom.run")
@@ -113,6 +115,8 @@ class Run:
         if not (self.work / "filtered").exists():  # fetch results are only read by the filter stage
             self.fetch()
         self.stage("filtered", self.filter)
+        if self.config.pipeline.scoring is not None:
+            self.stage("scored", self.score)
         self.stage("dedup", self.dedup)
         self.stage("captioned", self.caption)
         self.stage("assign", self.assign)
@@ -121,9 +125,16 @@ class Run:
         self.write_manifest()
         catalog.build(self.out)
         run_stats = stats.compute(self.out / "records")
+        scoring = self.config.pipeline.scoring
+        run_stats["models"] = scoring.describe() if scoring else {}  # which model made each score column
         write_text_atomic(json.dumps(run_stats, indent=2), self.out / stats.STATS)
         write_text_atomic("", self.out / DONE)
         return run_stats
+
+    @property
+    def before_dedup(self) -> str:
+        """The stage dedup and captioning read: scored records when the run scores, else filtered ones."""
+        return "scored" if self.config.pipeline.scoring is not None else "filtered"
 
     def parquet(self, stage: str) -> str:
         """The glob DuckDB reads a stage's output with (Ray reads the folder)."""
@@ -161,14 +172,40 @@ class Run:
          .map_batches(Resolution(self.config.pipeline.filters.resolution), batch_format="pyarrow")
          .write_parquet(str(into)))
 
+    def score(self, into: Path) -> None:
+        """CLIP embeddings, the heads and their thresholds, and perceptual hashes for dedup."""
+        import ray
+
+        settings = self.config.pipeline.scoring
+        heads = EmbeddingHeads(settings)  # checks every weight file and shape before any image is read
+        embeddings = self.out / store.RUN_DIR
+        shutil.rmtree(embeddings, ignore_errors=True)  # an unfinished stage is redone whole
+        actor = {**model_stage(), "batch_size": settings.batch_size}
+        ds = (ray.data.read_parquet(str(self.work / "filtered"))
+              .map_batches(images.AttachImages(self.work / "fetch"), batch_size=settings.batch_size,
+                           batch_format="pyarrow")
+              .map_batches(embed.Embed, fn_constructor_kwargs={"spec": settings.clip,
+                                                               "batch_size": settings.batch_size}, **actor))
+        if settings.watermark:
+            ds = ds.map_batches(watermark.Watermark, fn_constructor_kwargs={"config": settings.watermark}, **actor)
+        (ds.map_batches(dedup.add_phash, batch_format="pyarrow")
+         .map_batches(images.drop_images, batch_format="pyarrow")
+         .map_batches(heads, batch_format="pyarrow")
+         .map_batches(store.EmbeddingWriter(embeddings), batch_format="pyarrow")
+         .map_batches(ScoreFilter(settings), batch_format="pyarrow")
+         .write_parquet(str(into)))
+
     def dedup(self, into: Path) -> None:
-        decisions = pa.table({"key": pa.array([], pa.string()), "duplicate_of": pa.array([], pa.string())})
-        if self.config.pipeline.dedup.exact:
-            found = duckdb.execute("SELECT DISTINCT license FROM read_parquet(?) WHERE license IS NOT NULL",
-                                   [self.parquet("filtered")]).fetchall()
-            ranks = {lic: self.policy.rank(lic) for (lic,) in found}
-            priority = {s.source: s.priority for s in self.config.sources}
-            decisions = dedup.exact_decisions(self.parquet("filtered"), ranks, priority)
+        source = self.parquet(self.before_dedup)
+        found = duckdb.execute("SELECT DISTINCT license FROM read_parquet(?) WHERE license IS NOT NULL",
+                               [source]).fetchall()
+        ranks = {lic: self.policy.rank(lic) for (lic,) in found}
+        priority = {s.source: s.priority for s in self.config.sources}
+        settings = self.config.pipeline.dedup
+        decisions = dedup.exact_decisions(source, ranks, priority) if settings.exact else dedup.empty_decisions()
+        if settings.near.phash or settings.near.clip:
+            near = dedup.near_decisions(source, self.out / store.RUN_DIR, ranks, priority, settings.near, decisions)
+            decisions = pa.concat_tables([decisions, near])
         write_parquet_atomic(decisions, into / "decisions.parquet")
 
     def caption(self, into: Path) -> None:
@@ -177,11 +214,11 @@ class Run:
 
         captions = self.config.pipeline.captions
         decisions = pq.read_table(self.work / "dedup" / "decisions.parquet")
-        ds = (ray.data.read_parquet(str(self.work / "filtered"))
+        ds = (ray.data.read_parquet(str(self.work / self.before_dedup))
               .map_batches(dedup.ApplyDuplicates(decisions), batch_format="pyarrow"))
         uses_images = captions.captioner is not None or captions.similarity is not None
         if uses_images:
-            ds = ds.map_batches(fetch.AttachImages(self.work / "fetch"), batch_format="pyarrow")
+            ds = ds.map_batches(images.AttachImages(self.work / "fetch"), batch_format="pyarrow")
         if captions.captioner is not None:
             ds = ds.map_batches(CocaCaptioner, fn_constructor_args=(captions,), batch_size=captions.captioner.batch_size,
                                 **model_stage())
@@ -191,7 +228,7 @@ class Run:
             ds = ds.map_batches(ClipSimilarity, fn_constructor_args=(captions.similarity,),
                                 batch_size=captions.similarity.batch_size, **model_stage())
         if uses_images:
-            ds = ds.drop_columns(["jpg"])
+            ds = ds.map_batches(images.drop_images, batch_format="pyarrow")
         ds.write_parquet(str(into))
 
     def assign(self, into: Path) -> None:

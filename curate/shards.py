@@ -32,7 +32,7 @@ SAMPLE_SCHEMA = pa.schema([
                                        "sha256")),
     *((name, pa.int64()) for name in ("original_width", "original_height", "width", "height")),
     *((name, pa.string()) for name in ("caption", "caption_origin", "captions")),
-    ("caption_clip_similarity", pa.float64()),
+    *((name, pa.float64()) for name in ("caption_clip_similarity", "aesthetic", "pwatermark", "pnsfw")),
     ("shard", pa.string()),
 ])
 
@@ -65,6 +65,7 @@ def sample_json(row: dict[str, Any], stored: tuple[int, int]) -> dict[str, Any]:
         "caption": row["caption"], "caption_origin": row["caption_origin"],
         "captions": json.loads(row["captions"]) if row.get("captions") else [],
         "caption_clip_similarity": row.get("caption_clip_similarity"),
+        "aesthetic": row.get("aesthetic"), "pwatermark": row.get("pwatermark"), "pnsfw": row.get("pnsfw"),
     }
 
 

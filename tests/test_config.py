@@ -17,10 +17,20 @@ def write(path, text):
 def test_every_shipped_manifest_and_pipeline_is_valid(tmp_path):
     for manifest in sorted(MANIFESTS_DIR.glob("*.yaml")):
         assert load_manifest(manifest).adapter
-    config = resolve(ROOT / "pipelines" / "demo.yaml", {"out": str(tmp_path), "demo": "", "demo_url": "http://x/"})
+    config = resolve(ROOT / "pipelines" / "demo.yaml",
+                     {"out": str(tmp_path), "demo": "", "demo_url": "http://x/", "demo_models": "/m"})
+    assert config.pipeline.scoring.aesthetic.weights == "/m/aesthetic-mlp.pth"
+    assert "{creator}" in config.pipeline.captions.combined_template  # templates keep their own braces
     assert [s.source for s in config.sources] == ["met", "commons", "local"]
     assert config.sources[2].options["base_url"] == "http://x/local/"
     assert config.sources[0].metadata == [str(tmp_path / "demo-corpus/met/objects.jsonl")]
+
+
+def test_near_dedup_without_scoring_is_refused(tmp_path):
+    pipeline = write(tmp_path / "p.yaml", "name: x\nsources: [{manifest: met}]\n"
+                                          "dedup: {near: {phash: {max_distance: 4}}}\n")
+    with pytest.raises(ConfigError, match="dedup.near needs a scoring section"):
+        resolve(pipeline, {"out": str(tmp_path)})
 
 
 def test_unknown_field_names_file_and_field(tmp_path):

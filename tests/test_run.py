@@ -55,7 +55,8 @@ def test_each_problem_in_the_corpus_gets_its_reason(demo_out):
     for fate in [("rejected", "license_not_allowed"), ("rejected", "license_unknown"), ("rejected", "no_image"),
                  ("rejected", "malformed_record"), ("failed", "download_http_404"), ("failed", "decode_error"),
                  ("rejected", "min_side"), ("rejected", "max_aspect_ratio"), ("duplicate", "exact_sha256"),
-                 ("rejected", "site_disallowed")]:
+                 ("rejected", "site_disallowed"), ("duplicate", "near_duplicate_phash"),
+                 ("duplicate", "near_duplicate_clip")]:
         assert fate in fates
 
 
@@ -98,6 +99,21 @@ def test_query_answers_license_counts(demo_out, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "license\tn"
     assert any(line.startswith("CC0-1.0\t") for line in lines)
+
+
+def test_near_duplicates_of_a_contribution_point_at_the_original(demo_out):
+    rows = {r["source_id"]: r for r in manifest(demo_out) if r["source"] == "local"}
+    original = rows["contribution-2.jpg"]
+    assert original["status"] == "kept" and original["embedding_file"] and original["phash"]
+    assert rows["contribution-2-small.jpg"]["duplicate_of"] == original["key"]
+    assert rows["contribution-2-crop.jpg"]["duplicate_of"] == original["key"]
+
+
+def test_scores_name_the_models_that_made_them(demo_out):
+    stats = json.loads((demo_out / "stats.json").read_text())
+    assert "cleanroom-tiny-clip" in json.dumps(stats["models"])
+    kept = [r for r in manifest(demo_out) if r["status"] == "kept"]
+    assert all(r["aesthetic"] is not None and r["pwatermark"] is not None for r in kept)
 
 
 def test_stats_count_every_stage(demo_out):

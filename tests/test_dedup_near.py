@@ -1,0 +1,193 @@
+"""Near dedup: the shared keep order, pHash within a Hamming distance, CLIP components, earlier runs."""
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from curate import dedup, records
+from curate.score import images, store
+
+RANKS = {"CC0-1.0": 0, "public-domain": 1}
+PRIORITY = {"met": 0, "commons": 1, "local": 2}
+key = records.make_key
+
+
+def rec(source, source_id, license="CC0-1.0", width=400, height=400, **fields):
+    return records.candidate(source, source_id, license=license, width=width, height=height, **fields)
+
+
+def decisions_of(table):
+    return {d["key"]: (d["duplicate_of"], d["reason"]) for d in table.to_pylist()}
+
+
+def unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def near(base, cosine, seed):
+    """A unit vector at exactly ``cosine`` to the unit vector ``base``."""
+    other = np.random.default_rng(seed).normal(size=base.shape).astype(np.float32)
+    other = unit(other - other.dot(base) * base)
+    return unit(cosine * base + np.sqrt(1 - cosine ** 2) * other)
+
+
+def test_keep_order_is_earlier_run_then_license_then_size_then_source_then_key():
+    rows = [rec("commons", "pd-big", "public-domain", 2000, 2000), rec("met", "cc0-small", width=100, height=100),
+            rec("commons", "cc0-small", width=100, height=100), rec("local", "cc0-big", width=800, height=800),
+            rec("met", "no-size", width=None, height=None), rec("met", "unranked", "other-license")]
+    table = records.to_table(rows).select(list(dedup.ORDER_COLUMNS))
+    order = np.argsort(dedup.keep_positions(table, RANKS, PRIORITY))
+    assert [rows[i]["source_id"] for i in order] == ["cc0-big", "cc0-small", "cc0-small", "no-size", "pd-big",
+                                                     "unranked"]
+    assert [rows[i]["source"] for i in order[1:3]] == ["met", "commons"]
+    earlier = table.append_column(dedup.EARLIER, pa.array([False] * 5 + [True]))
+    assert np.argmin(dedup.keep_positions(earlier, RANKS, PRIORITY)) == 5
+
+
+def jpeg_of(picture: Image.Image, quality=90) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def painting(seed, size=(320, 240)):
+    small = (np.random.default_rng(seed).random((6, 6, 3)) * 255).astype(np.uint8)
+    return Image.fromarray(small).resize(size, Image.BICUBIC)
+
+
+def test_phash_finds_a_resized_reencoded_copy_and_keeps_the_museums_cc0_one():
+    rows = [rec("commons", "wave", "public-domain", 1600, 1200), rec("met", "wave", width=800, height=600),
+            rec("met", "other")]
+    data = [jpeg_of(painting(1).resize((160, 120)), quality=60), jpeg_of(painting(1)), jpeg_of(painting(2))]
+    table = records.to_table(rows).append_column(images.IMAGE, pa.array(data, pa.binary()))
+    hashed = dedup.add_phash(table)
+    assert all(len(h) == 16 for h in hashed[dedup.PHASH].to_pylist())
+    found = dedup.phash_decisions(hashed, RANKS, PRIORITY, dedup.PHashDedup(max_distance=6))
+    assert decisions_of(found) == {key("commons", "wave"): (key("met", "wave"), "near_duplicate_phash")}
+    assert f"bits from {key('met', 'wave')}" in found["detail"][0].as_py()
+
+
+def test_phash_distance_threshold_is_inclusive():
+    codes = np.zeros((3, 8), dtype=np.uint8)
+    codes[1, 0] = 0b0000_0111  # 3 bits from row 0
+    codes[2, 7] = 0b0000_1111  # 4 bits from row 0, 7 from row 1
+    assert dedup.phash_pairs(codes, 3).tolist() == [[0, 1]]
+    assert dedup.phash_pairs(codes, 4).tolist() == [[0, 1], [0, 2]]
+    assert dedup.phash_pairs(codes, 7).tolist() == [[0, 1], [0, 2], [1, 2]]
+
+
+def semantic_case():
+    """a: a painting from Commons (PD) and the Met (CC0); b-c-d: a chain; e: alone."""
+    rng = np.random.default_rng(0)
+    a, b, e = unit(rng.normal(size=(3, 64)))
+    c = near(b, 0.96, 1)
+    d = near(c, 0.96, 2)
+    rows = [rec("commons", "a", "public-domain"), rec("met", "a"), rec("local", "b", width=200, height=200),
+            rec("commons", "c", width=900, height=900), rec("met", "d", width=300, height=300), rec("met", "e")]
+    vectors = np.stack([a, near(a, 0.97, 3), b, c, d, e])
+    return records.to_table(rows).select(list(dedup.ORDER_COLUMNS)), vectors
+
+
+def test_clip_dedup_groups_connected_components_and_keeps_by_the_keep_policy():
+    table, vectors = semantic_case()
+    assert float(vectors[2] @ vectors[4]) < 0.95  # b and d are linked only through c
+    found = dedup.semantic_decisions(table, vectors, RANKS, PRIORITY, dedup.ClipDedup(threshold=0.95))
+    assert decisions_of(found) == {key("commons", "a"): (key("met", "a"), "near_duplicate_clip"),
+                                   key("local", "b"): (key("commons", "c"), "near_duplicate_clip"),
+                                   key("met", "d"): (key("commons", "c"), "near_duplicate_clip")}
+    details = dict(zip(found["key"].to_pylist(), found["detail"].to_pylist()))
+    assert details[key("commons", "a")].startswith("CLIP cosine 0.970 to ")
+
+
+def test_clustered_search_finds_the_same_pairs_as_comparing_every_pair():
+    rng = np.random.default_rng(0)
+    centres = unit(rng.normal(size=(50, 32)))
+    vectors = unit(centres[rng.integers(0, 50, 20_000)] + rng.normal(size=(20_000, 32)) * 0.12)
+    planted = rng.choice(20_000, size=(100, 2), replace=False)
+    for i, j in planted:
+        vectors[j] = near(vectors[i], 0.97, int(i))
+    flat = dedup.similar_pairs(vectors, dedup.ClipDedup(threshold=0.95, exact_below=10**9))
+    clustered = dedup.similar_pairs(vectors, dedup.ClipDedup(threshold=0.95, exact_below=0))
+    assert {tuple(sorted(p)) for p in planted} <= {tuple(p) for p in flat.tolist()}
+    assert clustered.tolist() == flat.tolist()
+
+
+def write_run(out, rows, vectors):
+    """A finished earlier run as dedup reads it: records/*.parquet and its embedding store."""
+    (out / "records").mkdir(parents=True)
+    pq.write_table(records.to_table(rows), out / "records" / "records.parquet")
+    kept = [i for i, r in enumerate(rows) if r["status"] == records.KEPT]
+    store.write_part(out / store.RUN_DIR, [rows[i]["key"] for i in kept], vectors[kept])
+
+
+def test_a_new_run_dedups_against_an_earlier_runs_kept_records_without_redeciding_them(tmp_path):
+    rng = np.random.default_rng(1)
+    old, fresh, pair = unit(rng.normal(size=(3, 16)))
+    earlier = [records.finish(rec("commons", "old", "public-domain"), records.KEPT, ""),
+               records.finish(rec("commons", "dropped", "public-domain"), records.REJECTED, "min_side")]
+    write_run(tmp_path / "run1", earlier, np.stack([old, near(old, 0.99, 5)]))
+    # This run: a CC0 copy of the earlier kept record (a better license, yet the earlier one
+    # is in shards already), the earlier record itself offered again, and a new pair.
+    rows = [rec("met", "copy-of-old"), rec("commons", "old", "public-domain"), rec("met", "fresh"),
+            rec("commons", "fresh", "public-domain"), rec("met", "pair")]
+    vectors = np.stack([near(old, 0.98, 6), old, fresh, near(fresh, 0.99, 7), pair])
+    run2 = tmp_path / "run2"
+    (run2 / "scored").mkdir(parents=True)
+    pq.write_table(records.to_table(rows), run2 / "scored" / "part.parquet")
+    store.write_part(run2 / store.RUN_DIR, [r["key"] for r in rows], vectors)
+    config = dedup.NearDedupConfig(clip=dedup.ClipDedup(against=[dedup.PriorRun(out=str(tmp_path / "run1"))]))
+    found = dedup.near_decisions(str(run2 / "scored" / "*.parquet"), run2 / store.RUN_DIR, RANKS, PRIORITY,
+                                 config, dedup.empty_decisions())
+    assert decisions_of(found) == {key("met", "copy-of-old"): (key("commons", "old"), "near_duplicate_clip"),
+                                   key("commons", "old"): (key("commons", "old"), "near_duplicate_clip"),
+                                   key("commons", "fresh"): (key("met", "fresh"), "near_duplicate_clip")}
+    details = dict(zip(found["key"].to_pylist(), found["detail"].to_pylist()))
+    assert f"kept by the earlier run {tmp_path / 'run1'}" in details[key("met", "copy-of-old")]
+
+
+def test_near_dedup_runs_phash_then_clip_over_what_exact_dedup_left(tmp_path):
+    rng = np.random.default_rng(2)
+    base, other = unit(rng.normal(size=(2, 16)))
+    rows = [rec("met", "exact-loser"), rec("met", "p1"), rec("commons", "p2"), rec("local", "c1"),
+            rec("commons", "c2")]
+    hashes = ["0" * 16, "0" * 16, "0" * 15 + "1", "f" * 16, "0f" * 8]  # p2 1 bit from p1; c1, c2 far
+    vectors = np.stack([base, base, near(base, 0.99, 1), other, near(other, 0.99, 2)])
+    table = records.put_column(records.to_table(rows), dedup.PHASH, pa.array(hashes))
+    pq.write_table(table, tmp_path / "scored.parquet")
+    store.write_part(tmp_path / store.RUN_DIR, [r["key"] for r in rows], vectors)
+    exact = pa.table({"key": [key("met", "exact-loser")], "duplicate_of": [key("met", "p1")],
+                      "reason": ["exact_sha256"], "detail": ["same original bytes"]}, schema=dedup.DECISIONS)
+    config = dedup.NearDedupConfig(phash=dedup.PHashDedup(max_distance=2), clip=dedup.ClipDedup())
+    found = dedup.near_decisions(str(tmp_path / "scored.parquet"), tmp_path / store.RUN_DIR, RANKS, PRIORITY,
+                                 config, exact)
+    assert decisions_of(found) == {key("commons", "p2"): (key("met", "p1"), "near_duplicate_phash"),
+                                   key("local", "c1"): (key("commons", "c2"), "near_duplicate_clip")}
+
+
+def test_apply_duplicates_carries_each_reason_and_detail():
+    rows = [rec("met", "a"), rec("commons", "b"), rec("local", "c"), rec("met", "kept")]
+    decisions = pa.table({"key": [key("met", "a"), key("commons", "b"), key("local", "c")],
+                          "duplicate_of": [key("met", "kept")] * 3,
+                          "reason": ["exact_sha256", "near_duplicate_phash", "near_duplicate_clip"],
+                          "detail": ["same bytes", "pHash 2 bits", "CLIP cosine 0.990"]}, schema=dedup.DECISIONS)
+    out = dedup.ApplyDuplicates(decisions)(records.to_table(rows)).to_pylist()
+    assert [(r["status"], r["reason"], r["duplicate_of"], r["detail"]) for r in out] == [
+        ("duplicate", "exact_sha256", key("met", "kept"), "same bytes"),
+        ("duplicate", "near_duplicate_phash", key("met", "kept"), "pHash 2 bits"),
+        ("duplicate", "near_duplicate_clip", key("met", "kept"), "CLIP cosine 0.990"),
+        ("pending", "", None, None)]
+
+
+def test_earlier_run_with_another_embedder_is_refused(tmp_path):
+    write_run(tmp_path / "run1", [records.finish(rec("met", "x"), records.KEPT, "")], unit(np.ones((1, 8))))
+    pq.write_table(records.to_table([rec("met", "y")]), tmp_path / "scored.parquet")
+    store.write_part(tmp_path / store.RUN_DIR, [key("met", "y")], unit(np.ones((1, 16))))
+    config = dedup.NearDedupConfig(clip=dedup.ClipDedup(against=[dedup.PriorRun(out=str(tmp_path / "run1"))]))
+    with pytest.raises(ValueError, match="8-d, this run's are 16-d"):
+        dedup.near_decisions(str(tmp_path / "scored.parquet"), tmp_path / store.RUN_DIR, RANKS, PRIORITY, config,
+                             dedup.empty_decisions())
