@@ -250,6 +250,9 @@ def _fill(value: Any, variables: dict[str, str]) -> Any:
 
 def resolve(pipeline_file: Path, variables: dict[str, str]) -> RunConfig:
     pipeline = _validate(Pipeline, _fill(_load_yaml(pipeline_file), variables), pipeline_file)
+    if pipeline.dedup.near.clip:
+        for earlier in pipeline.dedup.near.clip.against:  # paths in a pipeline are relative to its file
+            earlier.out = str((pipeline_file.resolve().parent / earlier.out).resolve())
     policy = policy_path(pipeline.policy, pipeline_file.resolve().parent)
     if not policy.exists():
         raise ConfigError(f"{pipeline_file}: policy: {policy} does not exist")

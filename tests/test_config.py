@@ -26,6 +26,14 @@ def test_every_shipped_manifest_and_pipeline_is_valid(tmp_path):
     assert config.sources[0].metadata == [str(tmp_path / "demo-corpus/met/objects.jsonl")]
 
 
+def test_earlier_runs_to_dedup_against_are_relative_to_the_pipeline(tmp_path):
+    pipeline = write(tmp_path / "p.yaml", "name: x\nsources: [{manifest: met, metadata: [m.jsonl]}]\n"
+                                          "scoring: {clip: {model: cleanroom-tiny-clip}}\n"
+                                          "dedup: {near: {clip: {against: [{out: runs/first}]}}}\n")
+    config = resolve(pipeline, {"out": str(tmp_path)})
+    assert config.pipeline.dedup.near.clip.against[0].out == str(tmp_path / "runs" / "first")
+
+
 def test_near_dedup_without_scoring_is_refused(tmp_path):
     pipeline = write(tmp_path / "p.yaml", "name: x\nsources: [{manifest: met}]\n"
                                           "dedup: {near: {phash: {max_distance: 4}}}\n")
