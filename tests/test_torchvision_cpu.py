@@ -18,3 +18,10 @@ def test_torchvision_transforms_work_after_the_fix():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "(3, 32, 42)"
+
+
+def test_tools_that_import_torchvision_first_work_in_the_installed_environment():
+    # `accelerate launch` imports timm (and so torchvision) before any cleanroom code runs.
+    result = subprocess.run([sys.executable, "-c", "import timm, torchvision; print('ok')"],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
