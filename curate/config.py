@@ -134,7 +134,8 @@ class Pipeline(Strict):
         return self
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; errors name the file."""
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -146,7 +147,8 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _validate(model: type[BaseModel], data: dict[str, Any], path: Path) -> Any:
+def validate(model: type[BaseModel], data: Any, path: Path | str) -> Any:
+    """``model`` from ``data``; every problem is reported with its dotted field, after the file name."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -157,11 +159,11 @@ def _validate(model: type[BaseModel], data: dict[str, Any], path: Path) -> Any:
 
 
 def load_manifest(path: Path) -> Manifest:
-    return _validate(Manifest, _load_yaml(path), path)
+    return validate(Manifest, load_yaml(path), path)
 
 
 def load_pipeline(path: Path) -> Pipeline:
-    return _validate(Pipeline, _load_yaml(path), path)
+    return validate(Pipeline, load_yaml(path), path)
 
 
 def manifest_path(reference: str, base: Path) -> Path:
@@ -249,7 +251,7 @@ def _fill(value: Any, variables: dict[str, str]) -> Any:
 
 
 def resolve(pipeline_file: Path, variables: dict[str, str]) -> RunConfig:
-    pipeline = _validate(Pipeline, _fill(_load_yaml(pipeline_file), variables), pipeline_file)
+    pipeline = validate(Pipeline, _fill(load_yaml(pipeline_file), variables), pipeline_file)
     if pipeline.dedup.near.clip:
         for earlier in pipeline.dedup.near.clip.against:  # paths in a pipeline are relative to its file
             earlier.out = str((pipeline_file.resolve().parent / earlier.out).resolve())

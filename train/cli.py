@@ -1,6 +1,7 @@
 """``cleanroom train autoencoder|diffusion CONFIG.yaml [--shards PATTERN] [--out DIR] [--resume]``.
 
-`add_commands` hangs these onto the ``cleanroom`` parser; ``python -m train.cli`` runs them alone.
+`add_commands` hangs these onto the ``cleanroom`` parser; ``python -m train.cli`` is the same
+command line, as a module ``accelerate launch -m`` can start.
 Launch on several GPUs or nodes with ``accelerate launch -m train.cli train diffusion ...``
 (see docs/accelerate.md).
 """
@@ -9,11 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
-
-from curate.config import ConfigError
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -44,18 +42,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         command.set_defaults(handler=_train)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.cli", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    try:
-        return args.handler(args)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"cleanroom: error: {e}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
+    from curate.cli import main
+
     sys.exit(main())

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from curate.config import ConfigError
+from curate.config import load_yaml, validate
 
 
 class Strict(BaseModel):
@@ -196,26 +196,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
-def _validate(data: dict[str, Any], path: Path | str) -> TrainConfig:
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in e.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
-
-
 def load(path: Path) -> TrainConfig:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return _validate(_resolve_paths(data, Path(path).resolve().parent), path)
+    data = load_yaml(Path(path))
+    return validate(TrainConfig, _resolve_paths(data, Path(path).resolve().parent), path)
 
 
 def with_shards(config: TrainConfig, shards: str | None) -> TrainConfig:
@@ -232,7 +215,7 @@ def dump(config: TrainConfig) -> str:
 
 def parse(text: str, origin: str) -> TrainConfig:
     """A config saved by `dump` (inside a checkpoint): already resolved, so no path rewriting."""
-    return _validate(yaml.safe_load(text), origin)
+    return validate(TrainConfig, yaml.safe_load(text), origin)
 
 
 # What a resumed run may change: how long it runs and what it reports, not what it learns.

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from curate.cli import main
 from train import cli
 
 from .conftest import config_dict
@@ -26,17 +27,17 @@ def test_train_autoencoder_from_the_command_line(shards: Path, tmp_path: Path, c
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(config))
     argv = ["train", "autoencoder", str(path), "--shards", str(shards), "--out", str(tmp_path / "out")]
-    assert cli.main(argv) == 0
+    assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["step"] == 2 and printed["final"] == str(tmp_path / "out" / "autoencoder" / "final")
-    assert cli.main(argv) == 2  # checkpoints exist: needs --resume
+    assert main(argv) == 2  # checkpoints exist: needs --resume
     assert "pass --resume" in capsys.readouterr().err
-    assert cli.main(argv + ["--resume"]) == 0
+    assert main(argv + ["--resume"]) == 0
 
 
 def test_config_errors_exit_2_with_the_file_named(tmp_path: Path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\n")
-    assert cli.main(["train", "autoencoder", str(path)]) == 2
+    assert main(["train", "autoencoder", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "autoencoder: Field required" in err
