@@ -1,4 +1,4 @@
-"""What the model stages share: loading, image input from the ``jpg`` column, precision."""
+"""What the model stages share: image input from the ``jpg`` column, precision."""
 
 from __future__ import annotations
 
@@ -9,27 +9,7 @@ from typing import Any, Callable, ContextManager
 from PIL import Image, UnidentifiedImageError
 
 from curate import records
-from curate.score import clip
-
-RANDOM_INIT_SEED = 0
-
-IMAGE_COLUMN = "jpg"
-
-
-def load(spec: clip.ClipSpec, initialise: Callable[[Any], None] | None = None) -> clip.LoadedClip:
-    """``clip.load``; a model without weights is drawn from a fixed seed (and finished by
-    ``initialise``), so tests and the offline demo get the same model in every process and
-    run, and re-running them writes the same captions and scores."""
-    if spec.pretrained or spec.checkpoint:
-        return clip.load(spec)
-    import torch
-
-    with torch.random.fork_rng(devices=[]):  # open_clip initialises on the CPU, then moves
-        torch.manual_seed(RANDOM_INIT_SEED)
-        loaded = clip.load(spec)
-        if initialise is not None:
-            initialise(loaded.model)
-    return loaded
+from curate.score.images import IMAGE as IMAGE_COLUMN
 
 
 def pending_images(rows: list[dict[str, Any]], preprocess: Callable, stage: str,

@@ -19,8 +19,9 @@ import pyarrow as pa
 
 from curate import records
 from curate.captioners import text as captext
-from curate.captioners._models import autocast, load, pending_images
+from curate.captioners._models import autocast, pending_images
 from curate.captioners.config import CaptionConfig
+from curate.score import clip
 
 ORIGIN = "model"
 _START, _END = "<start_of_text>", "<end_of_text>"
@@ -67,7 +68,7 @@ class CocaCaptioner:
             raise ImportError(TRANSFORMERS_HINT)
         self.settings = config.captioner
         self.max_chars = config.max_chars
-        self.loaded = load(self.settings.model, initialise=_initialise_decoder_projection)
+        self.loaded = clip.load(self.settings.model, initialise=_initialise_decoder_projection)
         self.name = self.settings.model.describe()
         if not isinstance(self.loaded.model, coca_model.CoCa):
             raise ValueError(f"{self.name} is a {type(self.loaded.model).__name__}, which cannot write captions; "

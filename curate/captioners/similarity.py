@@ -15,8 +15,9 @@ import pyarrow as pa
 
 from curate import records
 from curate.captioners import text as captext
-from curate.captioners._models import autocast, load, pending_images
+from curate.captioners._models import autocast, pending_images
 from curate.captioners.config import SimilarityFilter
+from curate.score import clip
 
 SCORE_COLUMN = "caption_clip_similarity"
 REASON = "low_clip_similarity"
@@ -27,7 +28,7 @@ class ClipSimilarity:
 
     def __init__(self, settings: SimilarityFilter):
         self.settings = settings
-        self.loaded = load(settings.model)
+        self.loaded = clip.load(settings.model)
         self.name = settings.model.describe()
 
     def scores(self, images: Any, captions: list[str]) -> list[float]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
 CONFIG_DIR = Path(__file__).with_name("model_configs")
+RANDOM_INIT_SEED = 0
 
 
 class ClipSpec(BaseModel):
@@ -63,8 +64,14 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def load(spec: ClipSpec) -> LoadedClip:
-    """Build the model with its transform and tokenizer, frozen, in eval mode, on its device."""
+def load(spec: ClipSpec, initialise: Callable[[Any], None] | None = None) -> LoadedClip:
+    """Build the model with its transform and tokenizer, frozen, in eval mode, on its device.
+
+    A model without weights (no tag, no checkpoint) is drawn from a fixed seed and then
+    finished by ``initialise``, so tests and the offline demo get the same model in every
+    actor, process and run: embeddings and captions from two actors or an earlier run stay
+    comparable. The global RNG is left as it was.
+    """
     import open_clip
     import torch
 
@@ -75,16 +82,27 @@ def load(spec: ClipSpec) -> LoadedClip:
     if spec.checkpoint and not Path(spec.checkpoint).is_file():
         raise FileNotFoundError(f"{spec.checkpoint}: checkpoint for {spec.model} not found")
     device = pick_device(spec.device)
+    with torch.random.fork_rng(devices=[]):  # open_clip initialises on the CPU, then moves
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model, preprocess = _create(spec, device)
+        if initialise is not None and not (spec.pretrained or spec.checkpoint):
+            initialise(model)
+    model.eval().requires_grad_(False)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec.precision]
+    return LoadedClip(model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(spec.model),
+                      device=device, dtype=dtype, embed_dim=_embed_dim(model))
+
+
+def _create(spec: ClipSpec, device: str) -> tuple[Any, Any]:
+    import open_clip
+
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             spec.model, pretrained=spec.checkpoint or spec.pretrained, device=device)
     except RuntimeError as e:
         raise RuntimeError(f"{spec.describe()}: cannot load weights ({e}); without network access give a "
                            f"local file as checkpoint:") from e
-    model.eval().requires_grad_(False)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec.precision]
-    return LoadedClip(model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(spec.model),
-                      device=device, dtype=dtype, embed_dim=_embed_dim(model))
+    return model, preprocess
 
 
 def _embed_dim(model: Any) -> int:

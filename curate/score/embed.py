@@ -65,21 +65,11 @@ def with_rows(batch: pa.Table, column: str, rows: list[int], values: np.ndarray,
     return records.put_column(batch, column, array)
 
 
-def load_seeded(spec: clip.ClipSpec) -> clip.LoadedClip:
-    """``clip.load`` after seeding torch, so a random-initialised model (tests, the offline demo) is the
-    same in every actor and every run: embeddings from two actors, or from an earlier run, stay comparable.
-    Loaded weights overwrite the initialisation, so a pretrained model is unaffected."""
-    import torch
-
-    torch.manual_seed(0)
-    return clip.load(spec)
-
-
 class Embed:
     """Stage: ``jpg`` bytes -> ``embedding`` (L2-normalised float32), for the rows that have an image."""
 
     def __init__(self, spec: clip.ClipSpec, batch_size: int = 32):
-        self.loaded = load_seeded(spec)
+        self.loaded = clip.load(spec)
         self.batch_size = batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -135,7 +135,7 @@ class NsfwZeroShot(_Pnsfw):
     def __init__(self, config: NsfwZeroShotConfig, spec: clip.ClipSpec):
         import torch
 
-        loaded = embed.load_seeded(spec)  # the embedder's text tower, even when random-initialised
+        loaded = clip.load(spec)  # the embedder's text tower, the same one even when random-initialised
         prompts = [*config.unsafe_prompts, *config.safe_prompts]
         with torch.no_grad():
             text = loaded.model.encode_text(loaded.tokenizer(prompts).to(loaded.device))
