@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from curate.config import ConfigError, load_yaml, validate
 from curate.optin.errors import OptinError
 
 LICENSES_DIR = Path(__file__).resolve().parents[2] / "licenses"
@@ -112,20 +112,12 @@ class ConsentFile(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> ConsentFile:
+        if not path.is_file():
+            raise OptinError(f"{path}: no consent file; a submission folder needs {CONSENT_FILE}")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise OptinError(f"{path}: no consent file; a submission folder needs {CONSENT_FILE}") from None
-        except yaml.YAMLError as e:
-            raise OptinError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise OptinError(f"{path}: expected a mapping at the top level")
-        try:
-            parsed = cls.model_validate(data)
-        except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-                                 for err in e.errors(include_input=False))
-            raise OptinError(f"{path}: {problems}") from None
+            parsed = validate(cls, load_yaml(path), path)
+        except ConfigError as e:
+            raise OptinError(str(e)) from None
         if not parsed.accepted:
             raise OptinError(f"{path}: accepted: the contributor did not accept {parsed.consent}")
         try:
