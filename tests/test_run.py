@@ -21,13 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "pipelines" / "demo.yaml"
 
 
-@pytest.fixture(scope="module")
-def demo_out(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "out"
-    run(DEMO, out)
-    return out
-
-
 def manifest(out):
     return pq.read_table(out / "records").to_pylist()
 

@@ -28,7 +28,53 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from train import generate
+
+    if bool(args.prompt) == bool(args.prompts):
+        raise ValueError("give prompts with --prompt (repeatable) or --prompts FILE, not both or neither")
+    prompts = args.prompt or generate.read_prompts(Path(args.prompts))
+    settings = generate.SampleSettings(sampler=args.sampler, karras=args.karras, steps=args.steps,
+                                       cfg_scale=args.cfg_scale, negative_prompt=args.negative_prompt,
+                                       width=args.width, height=args.height, seed=args.seed)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
+    model = generate.load(Path(args.model), device=device, dtype=dtype)
+    paths = generate.sample_to_folder(model, prompts, settings, Path(args.out), args.images_per_prompt,
+                                      args.batch_size)
+    print(json.dumps({"model": str(model.folder), "out": str(Path(args.out).resolve()), "images": len(paths),
+                      "sampler": settings.label, "grid": str(Path(args.out) / "grid.png")}, indent=2))
+    return 0
+
+
+def _add_sample(subparsers: argparse._SubParsersAction) -> None:
+    from train.sample import SAMPLERS
+
+    command = subparsers.add_parser("sample", help="draw images from a trained model: PNGs with their settings "
+                                                   "in the PNG text, and a grid")
+    command.add_argument("model", help="model folder (OUT/diffusion/final) or the training run folder OUT")
+    command.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
+    command.add_argument("--prompts", help="a text file, one prompt per line (# comments)")
+    command.add_argument("--out", required=True, help="folder for the PNGs, grid.png, samples.jsonl")
+    command.add_argument("--sampler", default="dpmpp-2m", help=f"one of {', '.join(SAMPLERS)} (plms = pndm)")
+    command.add_argument("--karras", action="store_true", help="Karras sigmas (euler, dpmpp-2m, lms)")
+    command.add_argument("--steps", type=int, default=25)
+    command.add_argument("--cfg-scale", type=float, default=7.5, help="classifier-free guidance scale")
+    command.add_argument("--negative-prompt", default="")
+    command.add_argument("--width", type=int, help="default: the training resolution")
+    command.add_argument("--height", type=int, help="default: the training resolution")
+    command.add_argument("--seed", type=int, default=0, help="image i gets seed + i")
+    command.add_argument("--images-per-prompt", type=int, default=1)
+    command.add_argument("--batch-size", type=int, default=4)
+    command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    command.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    command.set_defaults(handler=_sample)
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    _add_sample(subparsers)
     train = subparsers.add_parser("train", help="train the autoencoder or the diffusion model on shards")
     jobs = train.add_subparsers(dest="job", required=True)
     for job, about in (("autoencoder", "train (or fine-tune) the autoencoder: reconstruction + KL"),

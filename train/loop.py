@@ -10,7 +10,9 @@ A run folder holds, per job (`OUT/autoencoder/`, `OUT/diffusion/`)::
                                  train state with the data position) + config.yaml + meta.json
     samples/step-00000500.png    validation grid (+ .json with its prompts or keys)
     logs/                        tensorboard
-    final/                       the trained network (EMA weights when EMA is on), diffusers format
+    final/                       the trained network (EMA weights when EMA is on), diffusers format,
+                                 + config.yaml and training.json (when, processes, shard files);
+                                 diffusion's is self-contained: unet/, vae/, conditioning/, scheduler/
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import re
 import shutil
 import tempfile
 import time
+from datetime import datetime, timezone
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +45,7 @@ from train.tasks import TASKS
 
 log = logging.getLogger(__name__)
 CHECKPOINT = re.compile(r"^step-(\d{8})$")
+TRAINING_RECORD = "training.json"  # in every final/ export
 
 
 @dataclass(frozen=True)
@@ -297,10 +301,19 @@ class Run:
             self.task.network.eval()
             self._with_ema_weights(lambda: self.task.export(partial))
             _atomic_write(partial / "config.yaml", config_io.dump(self.config))
+            _atomic_write(partial / TRAINING_RECORD, json.dumps(self._training_record(), indent=2))
             shutil.rmtree(self.paths.final, ignore_errors=True)
             os.replace(partial, self.paths.final)
         self.accelerator.wait_for_everyone()
         return self.paths.final
+
+    def _training_record(self) -> dict[str, Any]:
+        """What the config alone does not say: when, on how many processes, on which shard files."""
+        return {"job": self.job, "step": self.state.step, "processes": self.accelerator.num_processes,
+                "samples_seen": self.state.step * self.accelerator.num_processes * self.config.data.batch_size
+                * self.config.accelerate.gradient_accumulation_steps,
+                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "ema": self.ema is not None, "shards": self.shards} | self.task.provenance()
 
     def _log(self, window: dict[str, Any]) -> dict[str, float]:
         accelerator = self.accelerator

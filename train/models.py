@@ -20,6 +20,8 @@ from train.config import ConditioningConfig
 
 CONFIGS = Path(__file__).with_name("configs")
 KINDS = ("unet", "autoencoder")
+ENCODER_CONFIG = "conditioning.json"
+ENCODER_WEIGHTS = "open_clip.safetensors"
 
 
 def available(kind: str) -> list[str]:
@@ -187,6 +189,34 @@ class ConditioningEncoder(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def network(self) -> nn.Module:
+        """The open_clip module whose weights are used: the text tower, or the whole CLIP for images."""
+        return self.tower if self.config.encoder == "text" else self.clip
+
+    def save(self, folder: Path) -> None:
+        """The weights actually used (a random-init tower too), so sampling needs no hub and no seed."""
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ENCODER_CONFIG).write_text(json.dumps(self.config.model_dump(mode="json"), indent=2))
+        state = {k: v.detach().contiguous() for k, v in self.network.state_dict().items()}
+        save_file(state, folder / ENCODER_WEIGHTS)
+
+    @classmethod
+    def load(cls, folder: Path) -> "ConditioningEncoder":
+        """An encoder saved by `save`: its open_clip config, then its own weights, strictly."""
+        from safetensors.torch import load_file
+
+        for name in (ENCODER_CONFIG, ENCODER_WEIGHTS):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder / name}: missing; {folder} is not a saved conditioning encoder")
+        config = ConditioningConfig.model_validate_json((folder / ENCODER_CONFIG).read_text())
+        encoder = cls(config.model_copy(update={"pretrained": None}))
+        encoder.config = config
+        encoder.network.load_state_dict(load_file(folder / ENCODER_WEIGHTS), strict=True)
+        return encoder
 
 
 def check_fit(unet: nn.Module, encoder: ConditioningEncoder, vae: nn.Module, model_name: str) -> None:

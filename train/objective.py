@@ -21,8 +21,11 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  #
 
 
 def noise_scheduler(schedule: NoiseSchedule, prediction: str) -> DDPMScheduler:
+    # clip_sample off: latents are not bounded to [-1, 1] like pixels, and every sampler built
+    # from this config (and the exported pipeline's) inherits the setting.
     return DDPMScheduler(num_train_timesteps=schedule.num_train_timesteps, beta_schedule=schedule.beta_schedule,
-                         beta_start=schedule.beta_start, beta_end=schedule.beta_end, prediction_type=prediction)
+                         beta_start=schedule.beta_start, beta_end=schedule.beta_end, prediction_type=prediction,
+                         clip_sample=False)
 
 
 def sample_noise(latents: torch.Tensor, offset: OffsetNoise, step: int, generator: torch.Generator) -> torch.Tensor:

@@ -1,35 +1,95 @@
-"""Sampling with classifier-free guidance, and the labelled PNG grids validation writes."""
+"""Samplers by name, sampling with classifier-free guidance, and labelled PNG grids."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
 from PIL import Image, ImageDraw, ImageFont
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class Sampler:
+    """A diffusers scheduler under the name people know it by (A1111's, written into PNGs)."""
+
+    label: str
+    cls: str  # diffusers class name
+    options: dict[str, Any]
+    karras: bool = False  # whether Karras sigmas are offered
+
+
+SAMPLERS = {
+    "ddim": Sampler("DDIM", "DDIMScheduler", {"set_alpha_to_one": False}),
+    "euler": Sampler("Euler", "EulerDiscreteScheduler", {}, karras=True),
+    "euler-a": Sampler("Euler a", "EulerAncestralDiscreteScheduler", {}),
+    "dpmpp-2m": Sampler("DPM++ 2M", "DPMSolverMultistepScheduler",
+                        {"algorithm_type": "dpmsolver++", "solver_order": 2}, karras=True),
+    "pndm": Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}),
+    "lms": Sampler("LMS", "LMSDiscreteScheduler", {}, karras=True),
+}
+SAMPLER_ALIASES = {"plms": "pndm", "euler_a": "euler-a", "dpm++2m": "dpmpp-2m"}
+
+
+def sampler(name: str) -> Sampler:
+    key = SAMPLER_ALIASES.get(name.lower(), name.lower())
+    if key not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)} (plms = pndm)")
+    return SAMPLERS[key]
+
+
+def sampler_label(name: str, karras: bool) -> str:
+    return sampler(name).label + (" Karras" if karras else "")
+
+
+def make_scheduler(scheduler_config: dict[str, Any], name: str, karras: bool = False) -> Any:
+    """The sampler `name` on the model's training schedule (betas, prediction type)."""
+    import diffusers
+
+    chosen = sampler(name)
+    if karras and not chosen.karras:
+        offered = ", ".join(n for n, s in SAMPLERS.items() if s.karras)
+        raise ValueError(f"sampler {name!r} has no Karras sigmas; they apply to {offered}")
+    options = chosen.options | ({"use_karras_sigmas": True} if karras else {})
+    return getattr(diffusers, chosen.cls).from_config(scheduler_config, **options)
+
+
 @torch.no_grad()
-def guided_latents(model: Denoiser, training_scheduler: DDPMScheduler, states: torch.Tensor,
-                   unconditional: torch.Tensor, latent_shape: tuple[int, ...], guidance_scale: float, steps: int,
-                   generator: torch.Generator) -> torch.Tensor:
-    """DDIM from pure noise, guided: eps = uncond + scale * (cond - uncond), batched in one call."""
-    scheduler = DDIMScheduler.from_config(training_scheduler.config)
+def guided_latents(model: Denoiser, scheduler: Any, states: torch.Tensor, unconditional: torch.Tensor,
+                   latent_shape: tuple[int, ...], guidance_scale: float, steps: int,
+                   generators: list[torch.Generator]) -> torch.Tensor:
+    """Latents sampled from noise with classifier-free guidance: uncond + scale * (cond - uncond).
+
+    Step for step what diffusers' StableDiffusionPipeline does, so an exported model gives the
+    same image for the same seed. One CPU generator per image draws its starting noise and its
+    ancestral noise (diffusers' randn_tensor with a generator list), so an image depends on its
+    own seed only, not on the batch it was drawn in. A scale of 1 skips the unconditional pass,
+    as the pipeline does.
+    """
+    from diffusers.utils.torch_utils import randn_tensor
+
     scheduler.set_timesteps(steps, device=states.device)
-    latents = torch.randn((states.shape[0], *latent_shape), generator=generator).to(states.device)
-    latents = latents * scheduler.init_noise_sigma
-    both = torch.cat([unconditional, states])
+    latents = randn_tensor((len(generators), *latent_shape), generator=generators, device=states.device,
+                           dtype=states.dtype) * scheduler.init_noise_sigma
+    guided = guidance_scale > 1.0
+    context = torch.cat([unconditional, states]) if guided else states
+    step_options = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
     for t in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-        uncond, cond = model(model_input, t.expand(model_input.shape[0]), both).float().chunk(2)
-        latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents).prev_sample
+        model_input = scheduler.scale_model_input(torch.cat([latents, latents]) if guided else latents, t)
+        prediction = model(model_input, t, context)
+        if guided:
+            uncond, cond = prediction.chunk(2)
+            prediction = uncond + guidance_scale * (cond - uncond)
+        latents = scheduler.step(prediction, t, latents, **step_options).prev_sample
     return latents
 
 
@@ -71,13 +131,15 @@ def grid(images: list[Image.Image], labels: list[str], columns: int = 4) -> Imag
     return canvas
 
 
-def save_grid(images: list[Image.Image], labels: list[str], path: Path, step: int, columns: int = 4) -> Path:
+def save_grid(images: list[Image.Image], labels: list[str], path: Path, step: int | None = None,
+              columns: int = 4) -> Path:
     """The grid as PNG and its labels as JSON beside it, each written to a temp file then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png.tmp", delete=False) as tmp:
         grid(images, labels, columns).save(tmp, format="PNG")
     os.replace(tmp.name, path)
     labels_path = path.with_suffix(".json")
-    labels_path.with_suffix(".json.tmp").write_text(json.dumps({"step": step, "labels": labels}, indent=2))
+    meta = ({"step": step} if step is not None else {}) | {"labels": labels}
+    labels_path.with_suffix(".json.tmp").write_text(json.dumps(meta, indent=2))
     os.replace(labels_path.with_suffix(".json.tmp"), labels_path)
     return path

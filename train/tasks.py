@@ -62,6 +62,9 @@ class AutoencoderTask:
                              for chunk in pixels.split(self.config.data.batch_size)])
         return float(1.0 / latents.std())
 
+    def provenance(self) -> dict[str, Any]:
+        return {}
+
     def export(self, folder: Path) -> None:
         self.network.register_to_config(scaling_factor=self.scaling_factor())
         self.network.save_pretrained(folder)
@@ -133,19 +136,23 @@ class DiffusionTask:
         """Samples from fixed noise, one per prompt (or reference image), with their prompts."""
         validation = self.config.diffusion.validation
         states, unconditional, labels = self._conditions()
-        generator = torch.Generator().manual_seed(validation.seed)
-        latents = sample.guided_latents(lambda x, t, c: self.network(x, t, c).sample, self.objective.scheduler,
-                                        states, unconditional, self.latent_shape, validation.guidance_scale,
-                                        validation.inference_steps, generator)
+        generators = [torch.Generator().manual_seed(validation.seed + i) for i in range(len(states))]
+        scheduler = sample.make_scheduler(self.objective.scheduler.config, "ddim")
+        latents = sample.guided_latents(lambda x, t, c: self.network(x, t, c).sample, scheduler, states,
+                                        unconditional, self.latent_shape, validation.guidance_scale,
+                                        validation.inference_steps, generators)
         images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         return sample.save_grid(sample.to_images(images), labels, path, step)
 
     def export(self, folder: Path) -> None:
+        """A self-contained model folder: UNet, the frozen autoencoder and encoder it was trained with, schedule."""
         self.network.save_pretrained(folder / "unet")
+        self.vae.save_pretrained(folder / "vae")
+        self.encoder.save(folder / "conditioning")
         self.objective.scheduler.save_pretrained(folder / "scheduler")
-        spec = {"conditioning": self.config.diffusion.conditioning.model_dump(mode="json"),
-                "autoencoder": str(self.vae_path.resolve())}
-        (folder / "components.json").write_text(json.dumps(spec, indent=2))
+
+    def provenance(self) -> dict[str, Any]:
+        return {"autoencoder": str(self.vae_path.resolve())}
 
 
 TASKS = {"autoencoder": AutoencoderTask, "diffusion": DiffusionTask}

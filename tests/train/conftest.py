@@ -86,3 +86,24 @@ def lpips_files(tmp_path_factory) -> PerceptualConfig:
     heads = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 128, 256, 512, 512))}
     torch.save(heads, folder / "vgg.pth")
     return PerceptualConfig(vgg16=str(folder / "vgg16.pth"), lpips=str(folder / "vgg.pth"))
+
+
+def train_both(shards: Path | str, out: Path, **sections: Any) -> Path:
+    """Autoencoder then diffusion, 4 steps each; the model folder (OUT/diffusion/final)."""
+    from train.loop import train
+
+    config = tiny_config(shards, **sections)
+    train("autoencoder", config, out)
+    return train("diffusion", config, out).final
+
+
+@pytest.fixture(scope="session")
+def model_folder(shards, tmp_path_factory) -> Path:
+    """A trained (4 + 4 steps) tiny text-conditioned model on the synthetic shards."""
+    return train_both(shards, tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def demo_model(demo_out, tmp_path_factory) -> Path:
+    """A tiny model trained on the demo curation run's shards: what model cards and checks read."""
+    return train_both(demo_out / "shards", tmp_path_factory.mktemp("demo-model"))
