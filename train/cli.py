@@ -74,7 +74,10 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from train import compare
+
     _add_sample(subparsers)
+    compare.register(subparsers)
     train = subparsers.add_parser("train", help="train the autoencoder or the diffusion model on shards")
     jobs = train.add_subparsers(dest="job", required=True)
     for job, about in (("autoencoder", "train (or fine-tune) the autoencoder: reconstruction + KL"),
