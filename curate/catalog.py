@@ -22,11 +22,18 @@ from curate.optin.catalog import run_tables as optin_tables
 CATALOG = "catalog.duckdb"
 
 
-def _licenses_table() -> pa.Table:
+def _licenses_table(used: list[str]) -> pa.Table:
+    """The registry, plus the jurisdiction ports (made on demand, not listed) the run's records carry."""
+    ports = []
+    for lid in sorted(set(used) - set(licenses.registry())):
+        try:
+            ports.append(licenses.get(lid))
+        except KeyError:  # not an id the registry resolves: the records table still shows it as given
+            continue
     return pa.Table.from_pylist([
         {"license": lic.id, "name": lic.name, "url": lic.url, "family": lic.family,
          "allowed_for_training": lic.allowed_for_training, "attribution_required": lic.attribution_required}
-        for lic in licenses.registry().values()
+        for lic in [*licenses.registry().values(), *ports]
     ])
 
 
@@ -42,7 +49,9 @@ def build(out: Path) -> Path:
             con.execute("CREATE TABLE samples AS SELECT * FROM read_parquet(?)", [[str(p) for p in shard_files]])
         else:
             con.execute("CREATE TABLE samples AS SELECT * FROM records WHERE false")
-        con.register("licenses_arrow", _licenses_table())
+        used = [lid for (lid,) in con.execute("SELECT DISTINCT license FROM records WHERE license IS NOT NULL "
+                                               "AND license <> ''").fetchall()]
+        con.register("licenses_arrow", _licenses_table(used))
         con.execute("CREATE TABLE licenses AS SELECT * FROM licenses_arrow")
         for name, table in optin_tables(out).items():
             con.register(f"{name}_arrow", table)

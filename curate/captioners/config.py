@@ -145,7 +145,10 @@ class DecodingOptions(Strict):
         if self.seq_len <= self.min_seq_len:
             raise ValueError(f"seq_len ({self.seq_len}) must be larger than min_seq_len ({self.min_seq_len})")
         own = _OPTIONS_BY_TYPE[self.generation_type]
-        foreign = sorted(self.model_fields_set & (set().union(*_OPTIONS_BY_TYPE.values()) - own))
+        # Compared with the defaults, not with what was set: a dumped config (OUT/run.yaml) sets
+        # every field, and must validate again.
+        foreign = sorted(name for name in set().union(*_OPTIONS_BY_TYPE.values()) - own
+                         if getattr(self, name) != type(self).model_fields[name].default)
         if foreign:
             raise ValueError(f"{', '.join(foreign)}: not used by generation_type {self.generation_type}")
         if self.generation_type == "beam_search" and self.num_beams % self.num_beam_groups:
