@@ -21,11 +21,13 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  #
 
 
 def noise_scheduler(schedule: NoiseSchedule, prediction: str) -> DDPMScheduler:
-    # clip_sample off: latents are not bounded to [-1, 1] like pixels, and every sampler built
-    # from this config (and the exported pipeline's) inherits the setting.
+    # Every sampler (and the exported pipeline's scheduler) is built from this config, so it says
+    # what sampling needs: clip_sample off, as latents are not bounded to [-1, 1] like pixels;
+    # steps_offset 1, which StableDiffusionPipeline imposes on any scheduler it is given.
+    # Neither changes training, which only adds noise.
     return DDPMScheduler(num_train_timesteps=schedule.num_train_timesteps, beta_schedule=schedule.beta_schedule,
                          beta_start=schedule.beta_start, beta_end=schedule.beta_end, prediction_type=prediction,
-                         clip_sample=False)
+                         clip_sample=False, steps_offset=1)
 
 
 def sample_noise(latents: torch.Tensor, offset: OffsetNoise, step: int, generator: torch.Generator) -> torch.Tensor:

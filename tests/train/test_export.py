@@ -1,0 +1,234 @@
+"""Export of the tiny trained model: what diffusers, transformers and LDM readers see of it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from train import card, export, sample
+from train.config import ConditioningConfig
+from train.generate import Model, load
+from train.models import ENCODER_CONFIG, ConditioningEncoder
+
+PROMPTS = [
+    "a red square",
+    "Hello, World!! Is it 3:30 p.m.? (yes) -- #tag @me 100% \"quoted\" it's",
+    "café naïve Ünïcödé ☃ 日本語のテキスト emoji 🎨🖌️",
+    "",
+    "   spaced\tout\n  prompt   ",
+    "!",
+    " ".join(f"word{i}" for i in range(120)),  # far past 77 tokens: truncated, ends with end-of-text
+]
+
+
+@pytest.fixture(scope="module")
+def model(model_folder: Path) -> Model:
+    return load(model_folder)
+
+
+def run_export(argv: list[str]) -> dict:
+    """`cleanroom export ...` (the command `register` adds); its printed JSON summary."""
+    parser = argparse.ArgumentParser(prog="cleanroom")
+    export.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["export", *argv])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert args.handler(args) == 0
+    return json.loads(printed.getvalue())
+
+
+@pytest.fixture(scope="module")
+def exported(model_folder: Path, tmp_path_factory) -> dict:
+    """The default export, made once for the module."""
+    return run_export([str(model_folder), "--out", str(tmp_path_factory.mktemp("export") / "sd"), "--no-card"])
+
+
+def tiny_encoder() -> ConditioningEncoder:
+    return ConditioningEncoder(ConditioningConfig(model="cleanroom-tiny-text", layer="penultimate"))
+
+
+def test_export_command_writes_the_pipeline_folder_and_the_single_file(exported: dict):
+    folder = Path(exported["pipeline"])
+    assert Path(exported["single_file"]) == folder / "test.safetensors"
+    assert (folder / "test.safetensors").is_file()
+    assert exported["sampler"] == "DPM++ 2M Karras" and exported["text_encoder_layers"] == 1  # penultimate of 2
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["safety_checker"] == [None, None] and index["requires_safety_checker"] is False
+    assert index["scheduler"] == ["diffusers", "DPMSolverMultistepScheduler"]
+    assert not folder.with_name("sd.partial").exists()
+
+
+def test_tokenizer_gives_open_clip_token_ids(exported: dict, model: Model):
+    from transformers import AutoTokenizer, CLIPTokenizer
+
+    expected = model.encoder.tokens(PROMPTS)
+    folder = Path(exported["pipeline"]) / "tokenizer"
+    for tokenizer in (CLIPTokenizer.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)):  # slow, fast
+        ids = tokenizer(PROMPTS, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids
+        assert torch.equal(ids, expected), type(tokenizer).__name__
+    assert expected[-1, -1] == 49407 and expected[3, 2] == 0  # truncated prompt ends with eot; padding is 0
+
+
+def test_text_encoder_gives_the_conditioning_states(exported: dict, model: Model):
+    from transformers import CLIPTextModel
+
+    text_encoder = CLIPTextModel.from_pretrained(Path(exported["pipeline"]) / "text_encoder").eval()
+    with torch.no_grad():
+        states = text_encoder(model.encoder.tokens(PROMPTS)).last_hidden_state
+    torch.testing.assert_close(states, model.encoder(PROMPTS, None, None), atol=1e-5, rtol=1e-5)
+
+
+def test_pipeline_loads_offline_and_makes_an_image_of_the_requested_size(exported: dict):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(exported["pipeline"], local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe("a red square!", height=32, width=48, num_inference_steps=2, output_type="np",
+                  generator=torch.Generator().manual_seed(0)).images
+    assert images.shape == (1, 32, 48, 3) and images.min() >= 0 and images.max() <= 1
+
+
+def test_single_file_loads_in_diffusers_with_the_exported_weights(exported: dict):
+    from diffusers import StableDiffusionPipeline
+
+    folder = exported["pipeline"]
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    single = StableDiffusionPipeline.from_single_file(exported["single_file"], config=folder, local_files_only=True)
+    for part in ("unet", "vae", "text_encoder"):
+        want, got = getattr(pipe, part).state_dict(), getattr(single, part).state_dict()
+        assert want.keys() == got.keys(), part
+        assert [k for k in want if not torch.equal(want[k], got[k])] == [], part
+
+
+def test_single_file_has_the_ldm_layout(exported: dict, model: Model):
+    from safetensors import safe_open
+
+    with safe_open(exported["single_file"], "pt") as f:
+        keys, metadata = set(f.keys()), f.metadata()
+        q = f.get_tensor("first_stage_model.encoder.mid.attn_1.q.weight")
+    assert all(k.startswith(("model.diffusion_model.", "first_stage_model.", "cond_stage_model.model."))
+               for k in keys)
+    # tiny UNet: 2 levels, 1 resnet each; attention on the second level only
+    for key in ("time_embed.0.weight", "input_blocks.0.0.weight", "input_blocks.1.0.in_layers.2.weight",
+                "input_blocks.2.0.op.weight", "input_blocks.3.1.proj_in.weight", "middle_block.1.norm.weight",
+                "middle_block.2.emb_layers.1.weight", "output_blocks.0.1.transformer_blocks.0.attn2.to_k.weight",
+                "output_blocks.1.2.conv.weight", "output_blocks.3.0.skip_connection.weight", "out.2.bias"):
+        assert "model.diffusion_model." + key in keys, key
+    # tiny autoencoder: 3 levels; the decoder's first diffusers level is LDM's last
+    for key in ("encoder.down.2.block.0.nin_shortcut.weight", "encoder.down.1.downsample.conv.weight",
+                "decoder.up.2.upsample.conv.weight", "decoder.up.0.block.1.conv2.weight",
+                "decoder.mid.block_2.norm1.bias",
+                "encoder.norm_out.weight", "quant_conv.weight", "post_quant_conv.weight"):
+        assert "first_stage_model." + key in keys, key
+    assert q.shape == (64, 64, 1, 1)
+    tower = {"cond_stage_model.model." + k for k in model.encoder.tower.state_dict()}
+    assert "cond_stage_model.model.transformer.resblocks.1.mlp.c_fc.weight" in tower <= keys  # all blocks kept
+    assert metadata["cleanroom.model"] == "test" and metadata["format"] == "pt"
+    assert metadata["cleanroom.conditioning"] == "open_clip cleanroom-tiny-text, penultimate layer"
+
+
+def test_sampler_and_single_file_path_options(model_folder: Path, tmp_path: Path):
+    summary = run_export([str(model_folder), "--out", str(tmp_path / "sd"), "--sampler", "ddim", "--no-card",
+                          "--single-file", str(tmp_path / "ckpt" / "model.safetensors")])
+    assert summary["sampler"] == "DDIM"  # no Karras sigmas for DDIM: not asked for, not an error
+    assert (tmp_path / "ckpt" / "model.safetensors").is_file() and not (tmp_path / "sd" / "test.safetensors").exists()
+    scheduler = json.loads((tmp_path / "sd" / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["_class_name"] == "DDIMScheduler" and scheduler["beta_schedule"] == "scaled_linear"
+    assert scheduler["steps_offset"] == 1  # what StableDiffusionPipeline would impose anyway
+
+
+def test_export_refuses_an_existing_folder(model: Model, tmp_path: Path):
+    with pytest.raises(export.ExportError, match="already exists"):
+        export.save_pipeline(model, tmp_path)
+
+
+def test_image_conditioned_models_are_refused(model_folder: Path, model: Model, tmp_path: Path):
+    copy = shutil.copytree(model_folder, tmp_path / "final")
+    config = copy / "conditioning" / ENCODER_CONFIG
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"encoder": "image", "layer": "last"}))
+    with pytest.raises(export.ExportError, match="covers text-conditioned models"):
+        export.export_diffusers(copy, tmp_path / "sd")
+    image = ConditioningEncoder(ConditioningConfig(encoder="image", model="cleanroom-tiny-text"))
+    with pytest.raises(export.ExportError, match="covers text-conditioned models"):
+        export.write_single_file(dataclasses.replace(model, encoder=image), tmp_path / "x.safetensors")
+    assert not (tmp_path / "sd").exists() and not (tmp_path / "x.safetensors").exists()
+
+
+def _layer_scale(encoder: ConditioningEncoder) -> None:
+    from open_clip.transformer import LayerScale
+
+    encoder.tower.transformer.resblocks[0].ls_1 = LayerScale(32)
+
+
+def _hugging_face_tower(encoder: ConditioningEncoder) -> None:
+    from open_clip.hf_model import HFTextEncoder
+
+    tower = HFTextEncoder.__new__(HFTextEncoder)  # its real __init__ would fetch a model from the hub
+    nn.Module.__init__(tower)
+    encoder.tower = tower
+
+
+def _extra_weight(encoder: ConditioningEncoder) -> None:
+    encoder.tower.register_parameter("prompt_bias", nn.Parameter(torch.zeros(32)))
+
+
+UNSUPPORTED = {
+    "LayerScale": _layer_scale,
+    "no causal mask": lambda e: setattr(e.tower, "attn_mask", None),
+    "cls embedding": lambda e: setattr(e.tower, "cls_emb", nn.Parameter(torch.zeros(32))),
+    "RMSNorm norms": lambda e: setattr(e.tower, "ln_final", nn.RMSNorm(32)),
+    "Hugging Face text tower": _hugging_face_tower,
+    "extra weights .*prompt_bias": _extra_weight,
+    "SiLU": lambda e: setattr(e.tower.transformer.resblocks[0].mlp, "gelu", nn.SiLU()),
+}
+
+
+@pytest.mark.parametrize("feature", UNSUPPORTED)
+def test_unsupported_towers_are_refused_naming_the_feature(feature: str):
+    encoder = tiny_encoder()
+    UNSUPPORTED[feature](encoder)
+    with pytest.raises(export.ExportError, match=f"open_clip model 'cleanroom-tiny-text': .*{feature}"):
+        export.text_encoder(encoder)
+
+
+@pytest.mark.parametrize("name,karras", [("ddim", False), ("euler", False), ("euler-a", False), ("dpmpp-2m", True),
+                                         ("pndm", False), ("lms", True)])
+def test_exported_pipeline_and_our_sampler_draw_the_same_image(exported: dict, model: Model, name, karras):
+    from diffusers import StableDiffusionPipeline
+
+    from train.generate import SampleSettings, generate
+
+    settings = SampleSettings(sampler=name, karras=karras, steps=6, cfg_scale=6.0, negative_prompt="green",
+                              width=48, height=32, seed=11)
+    ours = np.stack([np.asarray(im, dtype=np.float32) for im in generate(model, ["a red square", "blue"], settings)])
+    pipe = StableDiffusionPipeline.from_pretrained(exported["pipeline"])
+    pipe.scheduler = sample.make_scheduler(pipe.scheduler.config, name, karras)
+    theirs = pipe(["a red square", "blue"], negative_prompt=["green"] * 2, num_inference_steps=6, guidance_scale=6.0,
+                  width=48, height=32, generator=[torch.Generator().manual_seed(s) for s in (11, 12)],
+                  output_type="np").images * 255
+    assert np.abs(ours - theirs).max() <= 1.0  # rounding to 8 bits only
+    assert ours.std() > 0
+
+
+def test_export_ships_the_model_card_and_license(demo_model: Path, tmp_path: Path):
+    summary = run_export([str(demo_model), "--out", str(tmp_path / "sd")])
+    folder = Path(summary["pipeline"])
+    assert (folder / card.LICENSE_FILE).read_text() == card.MODEL_LICENSE.read_text()
+    assert (folder / card.CARD).read_text() == card.render(demo_model)
+
+
+def test_export_without_a_curation_run_needs_no_card_said(model_folder: Path, tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="not inside a curation run folder"):
+        export.export_diffusers(model_folder, tmp_path / "sd")
+    assert not (tmp_path / "sd").exists() and not (tmp_path / "sd.partial").exists()
