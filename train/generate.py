@@ -172,18 +172,23 @@ def infotext(prompt: str, settings: SampleSettings, seed: int, size: tuple[int, 
     return "\n".join(lines + [", ".join(f"{k}: {v}" for k, v in fields.items())])
 
 
+def parse_infotext(text: str | None) -> dict[str, str]:
+    """Parameters text as fields: prompt, negative prompt and each `Key: value` of the "Steps: ..." line."""
+    lines = (text or "").strip().splitlines()
+    fields = {}
+    if lines and lines[-1].startswith("Steps: "):
+        fields = dict(part.split(": ", 1) for part in lines.pop().split(", ") if ": " in part)
+    negative = [i for i, line in enumerate(lines) if line.startswith("Negative prompt: ")]
+    cut = negative[0] if negative else len(lines)
+    return {"prompt": "\n".join(lines[:cut]).strip(),
+            "negative prompt": "\n".join(lines[cut:]).removeprefix("Negative prompt: ")} | fields
+
+
 def read_infotext(path: Path) -> dict[str, str]:
-    """A PNG's parameters back as fields: prompt, negative prompt and every `Key: value` of the last line."""
+    """An image's parameters (see `infotext`) as fields; empty fields for an image without them."""
     with Image.open(path) as image:
-        text = image.text.get(PNG_KEY) if hasattr(image, "text") else None
-    if not text:
-        return {}
-    *head, last = text.split("\n")
-    negative = [line for line in head if line.startswith("Negative prompt: ")]
-    prompt = "\n".join(line for line in head if not line.startswith("Negative prompt: "))
-    fields = dict(part.split(": ", 1) for part in last.split(", ") if ": " in part)
-    return {"prompt": prompt, "negative prompt": negative[0].removeprefix("Negative prompt: ") if negative else ""
-            } | fields
+        text = image.info.get(PNG_KEY)
+    return parse_infotext(text if isinstance(text, str) else None)
 
 
 def save_png(image: Image.Image, path: Path, parameters: str) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from curate.cli import main
 from train import generate
@@ -38,10 +39,12 @@ def test_an_image_depends_on_its_seed_not_on_its_batch(model, name):
     prompts = ["one", "two", "three"]
     alone = pixels(generate.generate(model, prompts, settings, batch_size=1))
     together = pixels(generate.generate(model, prompts, settings, batch_size=3))
-    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+    # Kernels may sum in another order for another batch size: a level or two, not another image.
+    assert all(np.abs(a - b).max() <= 2 for a, b in zip(alone, together))
     shifted = pixels(generate.generate(model, prompts[1:], settings, first_seed=8))
-    assert all(np.array_equal(a, b) for a, b in zip(alone[1:], shifted))
-    assert not np.array_equal(alone[0], pixels(generate.generate(model, ["one"], settings, first_seed=99))[0])
+    assert all(np.abs(a - b).max() <= 2 for a, b in zip(alone[1:], shifted))
+    other_seed = pixels(generate.generate(model, ["one"], settings, first_seed=99))[0]
+    assert np.abs(alone[0] - other_seed).max() > 20
 
 
 def test_guidance_and_negative_prompt_change_the_image(model):
@@ -64,7 +67,7 @@ def test_pngs_carry_their_settings_in_the_usual_form(model_folder, tmp_path):
     assert [f.name for f in files] == ["00000-41.png", "00001-42.png", "00002-43.png", "00003-44.png"]
     first = generate.read_infotext(files[0])
     assert first["prompt"] == "a red square" and first["negative prompt"] == "blurry"
-    text = generate.Image.open(files[2]).text["parameters"]
+    text = Image.open(files[2]).text["parameters"]
     assert text.startswith("blue\nNegative prompt: blurry\nSteps: 3, Sampler: DPM++ 2M Karras, CFG scale: 11.0, "
                            "Seed: 43, Size: 32x32, Model hash: ")
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
@@ -87,3 +90,16 @@ def test_refusals_name_what_to_change(model, model_folder, tmp_path, capsys):
     assert main(["sample", str(model_folder), "--prompts", str(tmp_path / "empty.txt"), "--out",
                  str(tmp_path / "o")]) == 2
     assert "no prompts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, prompt, negative, seed", [
+    ("a study of colour\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, CFG scale: 7.5, Seed: 3",
+     "a study of colour", "blurry", "3"),
+    ("two\nlines\nSteps: 4, Seed: -1, Size: 32x32", "two\nlines", "", "-1"),
+    ("only a prompt", "only a prompt", "", None),
+    ("Steps: 20, Sampler: Euler, Seed: 12", "", "", "12"),
+    (None, "", "", None),
+])
+def test_parameters_text_reads_back_as_fields(text, prompt, negative, seed):
+    fields = generate.parse_infotext(text)
+    assert (fields["prompt"], fields["negative prompt"], fields.get("Seed")) == (prompt, negative, seed)
