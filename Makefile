@@ -18,13 +18,20 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 install: $(BIN)/.installed
 
-# Curate the offline demo corpus, then train the tiny autoencoder and UNet on its shards.
-# Every step resumes, so running it again finishes an interrupted demo and is otherwise a no-op.
+# Curate the offline demo corpus, train the tiny autoencoder and UNet on its shards, then
+# sample the model, export it with its model card, and check its samples for memorization.
+# Curation and training resume, so running it again finishes an interrupted demo; the
+# last three steps are redone into fresh folders.
+MODEL = out/train-tiny
 demo: install
 	$(BIN)/cleanroom curate run pipelines/demo.yaml --out $(OUT)
 	$(BIN)/cleanroom query $(OUT) "SELECT license, status, count(*) AS n FROM records GROUP BY 1, 2 ORDER BY 1, 2"
-	$(BIN)/cleanroom train autoencoder pipelines/train-tiny.yaml --shards $(OUT)/shards --out out/train-tiny --resume
-	$(BIN)/cleanroom train diffusion pipelines/train-tiny.yaml --shards $(OUT)/shards --out out/train-tiny --resume
+	$(BIN)/cleanroom train autoencoder pipelines/train-tiny.yaml --shards $(OUT)/shards --out $(MODEL) --resume
+	$(BIN)/cleanroom train diffusion pipelines/train-tiny.yaml --shards $(OUT)/shards --out $(MODEL) --resume
+	$(BIN)/cleanroom sample $(MODEL) --prompts pipelines/demo-prompts.txt --out $(MODEL)/samples --sampler dpmpp-2m --karras --steps 20 --cfg-scale 4 --images-per-prompt 2
+	rm -rf $(MODEL)/export
+	$(BIN)/cleanroom export $(MODEL) --out $(MODEL)/export
+	$(BIN)/cleanroom memorization $(MODEL) --samples $(MODEL)/samples --out $(MODEL)/memorization
 
 test: install /usr/bin/chromedriver
 	$(BIN)/python -m pytest -q

@@ -74,10 +74,13 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from train import compare
+    from train import card, compare, export, memorization
 
     _add_sample(subparsers)
+    export.register(subparsers)
+    card.register(subparsers)
     compare.register(subparsers)
+    memorization.register(subparsers)
     train = subparsers.add_parser("train", help="train the autoencoder or the diffusion model on shards")
     jobs = train.add_subparsers(dest="job", required=True)
     for job, about in (("autoencoder", "train (or fine-tune) the autoencoder: reconstruction + KL"),
