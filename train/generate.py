@@ -32,6 +32,7 @@ from train.loop import TRAINING_RECORD
 from train.models import ConditioningEncoder
 
 PNG_KEY = "parameters"  # the PNG text chunk A1111 and its readers use
+SAMPLES_INDEX = "samples.jsonl"  # beside the PNGs of `cleanroom sample`: one line per image
 PARTS = ("unet", "vae", "conditioning", "scheduler", "config.yaml", TRAINING_RECORD)
 
 
@@ -222,6 +223,6 @@ def sample_to_folder(model: Model, prompts: list[str], settings: SampleSettings,
         save_png(image, path, infotext(prompt, settings, seed, size, model.name, hash_))
         paths.append(path)
         rows.append({"file": path.name, "prompt": prompt, "seed": seed, "model": str(model.folder)})
-    write_text_atomic("".join(json.dumps(r) + "\n" for r in rows), out / "samples.jsonl")
+    write_text_atomic("".join(json.dumps(r) + "\n" for r in rows), out / SAMPLES_INDEX)
     sample.save_grid(images, [f"{r['prompt']} (seed {r['seed']})" for r in rows], out / "grid.png")
     return paths

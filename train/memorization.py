@@ -37,7 +37,7 @@ from curate.config import ConfigError, load_yaml, validate
 from curate.io import atomic_path, write_parquet_atomic, write_text_atomic
 from curate.score import embed, images, store
 from curate.score.filter import ScoringConfig
-from train.generate import read_infotext
+from train.generate import SAMPLES_INDEX, read_infotext
 from train.provenance import CurationRun, curation_runs
 
 log = logging.getLogger("cleanroom.memorization")
@@ -91,13 +91,21 @@ class Summary:
 # ---------------------------------------------------------------- generated samples
 
 
+def folder_samples(folder: Path) -> list[Path]:
+    """The samples `cleanroom sample` listed in the folder (not its grid), else every image in it."""
+    index = folder / SAMPLES_INDEX
+    if index.is_file():
+        return [folder / json.loads(line)["file"] for line in index.read_text().splitlines() if line.strip()]
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
+
+
 def sample_files(samples: list[Path] | Path) -> list[Path]:
-    """The image files named, a folder standing for the images directly inside it."""
+    """The image files named, a folder standing for its samples (`folder_samples`)."""
     named = [Path(samples)] if isinstance(samples, (str, Path)) else [Path(s) for s in samples]
     files: list[Path] = []
     for path in named:
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES))
+            files.extend(folder_samples(path))
         elif path.is_file():
             files.append(path)
         else:

@@ -238,6 +238,16 @@ def test_sample_files_expand_folders_once_and_name_what_is_missing(tmp_path: Pat
         memorization.sample_files(empty)
 
 
+def test_a_sample_folder_is_its_samples_not_its_grid(demo_model: Path, tmp_path: Path):
+    from curate.cli import main
+
+    out = tmp_path / "samples"
+    assert main(["sample", str(demo_model), "--prompt", "a landscape", "--images-per-prompt", "2", "--steps", "2",
+                 "--out", str(out)]) == 0
+    assert (out / "grid.png").is_file()
+    assert memorization.sample_files(out) == [out / "00000-0.png", out / "00001-1.png"]
+
+
 def test_command_line_prints_the_summary(checked: Checked, demo_model: Path, tmp_path: Path, capsys):
     parser = argparse.ArgumentParser(prog="cleanroom")
     memorization.register(parser.add_subparsers(dest="command", required=True))
