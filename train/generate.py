@@ -137,6 +137,9 @@ def image_size(model: Model, settings: SampleSettings) -> tuple[int, int]:
 def generate(model: Model, prompts: list[str], settings: SampleSettings, first_seed: int | None = None,
              batch_size: int = 4) -> list[Image.Image]:
     """One image per prompt, prompt i drawn from seed `first_seed + i` (default settings.seed + i)."""
+    if model.encoder.config.encoder != "text":
+        raise ValueError(f"{model.folder}: conditioned on images (SD image variations), not prompts; sampling "
+                         f"covers text-conditioned models (its training validation grids show variations)")
     width, height = image_size(model, settings)
     shape = (model.vae.config.latent_channels, height // model.vae_scale_factor, width // model.vae_scale_factor)
     first = settings.seed if first_seed is None else first_seed

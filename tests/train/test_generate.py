@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,9 @@ from PIL import Image
 
 from curate.cli import main
 from train import generate
+from train.config import ConditioningConfig
 from train.generate import SampleSettings
+from train.models import ConditioningEncoder
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +87,9 @@ def test_refusals_name_what_to_change(model, model_folder, tmp_path, capsys):
         SampleSettings(sampler="heun")
     with pytest.raises(ValueError, match="size 36x32: width and height must be multiples of 8"):
         generate.generate(model, ["x"], SampleSettings(width=36))
+    image_model = dataclasses.replace(model, encoder=ConditioningEncoder(ConditioningConfig(encoder="image")))
+    with pytest.raises(ValueError, match="conditioned on images"):
+        generate.generate(image_model, ["x"], SampleSettings())
     assert main(["sample", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "o")]) == 2
     assert "not a model folder" in capsys.readouterr().err
     (tmp_path / "empty.txt").write_text("# nothing\n")
