@@ -24,7 +24,7 @@ from typing import Any
 
 from curate import records
 from curate.catalog import CATALOG
-from curate.config import LICENSES_DIR, RunConfig, load_yaml, validate
+from curate.config import LICENSES_DIR, RunConfig
 from curate.licenses import License, families
 from curate.io import write_text_atomic
 from curate.optin.layout import run_log
@@ -35,7 +35,7 @@ from train import config as config_io
 from train.config import TrainConfig
 from train.generate import model_folder
 from train.loop import TRAINING_RECORD
-from train.provenance import CurationRun, curation_runs
+from train.provenance import RUN_CONFIG, CurationRun, curation_runs
 
 MODEL_LICENSE = LICENSES_DIR / "cleanroom-openrail-m.md"
 CARD = "MODEL_CARD.md"
@@ -153,10 +153,6 @@ class Optin:
     no_release: int  # images whose consent does not allow releasing a model
 
 
-def read_settings(path: Path) -> RunConfig:
-    return validate(RunConfig, load_yaml(path), path)
-
-
 @dataclass(frozen=True)
 class RunFacts:
     run: CurationRun
@@ -180,7 +176,7 @@ class RunFacts:
 
 
 def read_run(run: CurationRun, trained_at: datetime) -> RunFacts:
-    for name in ("run.yaml", STATS):
+    for name in (RUN_CONFIG, STATS):
         if not (run.out / name).is_file():
             raise FileNotFoundError(f"{run.out / name}: missing; {run.out} is not a finished curation run")
     shards = list(run.shards)
@@ -190,7 +186,7 @@ def read_run(run: CurationRun, trained_at: datetime) -> RunFacts:
     removed = sum(entry["samples_removed"] for entry in run_log(run.out)
                   if datetime.fromisoformat(entry["applied_at"]) > trained_at)
     return RunFacts(
-        run=run, config=read_settings(run.out / "run.yaml"),
+        run=run, config=run.config(),
         stats=read_json(run.out / STATS), images=images,
         licenses=read_licenses(run, sorted({lic for _, lic in images})),
         origins=dict(run.query(f"SELECT coalesce(caption_origin, '(none)'), count(*) FROM samples WHERE {TRAINED} "

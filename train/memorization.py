@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curate.config import ConfigError, load_yaml, validate
+from curate.config import ConfigError
 from curate.io import atomic_path, write_parquet_atomic, write_text_atomic
 from curate.score import embed, images, store
 from curate.score.filter import ScoringConfig
 from train.generate import SAMPLES_INDEX, read_infotext
-from train.provenance import CurationRun, curation_runs
+from train.provenance import RUN_CONFIG, CurationRun, curation_runs
 
 log = logging.getLogger("cleanroom.memorization")
 
@@ -130,14 +130,11 @@ def read_sample(path: Path) -> Sample:
 
 def scoring(run: CurationRun) -> ScoringConfig:
     """The scoring block of a run's run.yaml; the run must have embedded its images."""
-    path = run.out / "run.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no run.yaml; is {run.out} a curation run folder?")
-    block = (load_yaml(path).get("pipeline") or {}).get("scoring")
-    if not block or not block.get("clip"):
-        raise ConfigError(f"{path}: the run {run.out} has no embeddings (pipeline.scoring.clip is not set), so "
-                          f"there is nothing to search; re-run curation with a scoring.clip embedder")
-    return validate(ScoringConfig, block, f"{path}: pipeline.scoring")
+    scoring = run.config().pipeline.scoring
+    if scoring is None:
+        raise ConfigError(f"{run.out / RUN_CONFIG}: the run {run.out} has no embeddings (pipeline.scoring.clip is "
+                          f"not set), so there is nothing to search; re-run curation with a scoring.clip embedder")
+    return scoring
 
 
 def shared_scoring(runs: list[CurationRun]) -> ScoringConfig:

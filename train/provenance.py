@@ -14,12 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from curate.catalog import CATALOG
+from curate.config import RunConfig, load_yaml, validate
+
+RUN_CONFIG = "run.yaml"
 
 
 @dataclass(frozen=True)
 class CurationRun:
     out: Path  # the run folder
     shards: tuple[str, ...]  # names (shard-00000) of its shards the model was trained on
+
+    def config(self) -> RunConfig:
+        """The run's resolved pipeline, as curation wrote it."""
+        path = self.out / RUN_CONFIG
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; {self.out} is not a finished curation run")
+        return validate(RunConfig, load_yaml(path), path)
 
     def query(self, sql: str, parameters: list[Any] | None = None) -> list[tuple]:
         import duckdb

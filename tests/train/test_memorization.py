@@ -91,6 +91,8 @@ def linked_run(run: Path, folder: Path, scoring: dict | None | str = "same", emb
     config = yaml.safe_load((run / "run.yaml").read_text())
     if scoring != "same":
         config["pipeline"]["scoring"] = scoring
+    if scoring is None:  # a run without scoring has no near dedup either (it reads scoring's hashes)
+        config["pipeline"]["dedup"]["near"] = {"phash": None, "clip": None}
     (folder / "run.yaml").write_text(yaml.safe_dump(config))
     return folder
 
