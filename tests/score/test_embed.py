@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from curate import pixels
 from curate.score import clip, embed, images
 
 from .conftest import image_batch, jpeg
@@ -25,7 +26,10 @@ def test_rows_with_an_image_get_a_unit_embedding_the_others_null(stage):
     rows, vectors = embed.matrix(out)
     assert rows == [0, 1, 3] and out[embed.EMBEDDING][2].as_py() is None
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    assert np.array_equal(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1])
+    # "a" is embedded in a pass of 2 and "a-again" in a pass of 1: kernels may sum in another
+    # order for another batch size, so the same image gives the same vector up to rounding.
+    np.testing.assert_allclose(vectors[0], vectors[2], atol=1e-5)
+    assert not np.allclose(vectors[0], vectors[1])
     assert out.drop_columns([embed.EMBEDDING]).equals(batch)
 
 
@@ -48,9 +52,14 @@ def test_bf16_autocast_stays_close_to_fp32(stage):
     assert (full_vectors * half_vectors).sum(axis=1).min() > 0.99
 
 
-def test_an_undecodable_image_names_its_record(stage):
-    with pytest.raises(ValueError, match="met-[0-9a-f]+: cannot decode"):
-        stage(image_batch({"bad": b"<html>not a jpeg</html>"}))
+def test_an_undecodable_image_fails_its_record_and_the_others_are_embedded(stage):
+    out = stage(image_batch({"bad": b"<html>not a jpeg</html>", "good": jpeg(1)}))
+    bad, good = out.to_pylist()
+    assert (bad["status"], bad["reason"]) == ("failed", "decode_error")
+    assert bad["detail"] == (f"score: embedder open_clip:cleanroom-tiny-clip/random-init: record {bad['key']}: "
+                             "cannot decode its stored image (cannot identify image file (23 bytes, starting "
+                             f"3c68746d6c3e6e6f) as {', '.join(pixels.FORMATS)})")
+    assert bad[embed.EMBEDDING] is None and good["status"] == "pending" and len(good[embed.EMBEDDING]) == 32
 
 
 def test_embed_dim_comes_from_the_config_without_loading_weights():
