@@ -1,5 +1,8 @@
 """Fetch throughput: our ``fetch.download`` + ``fetch.results`` vs a bare ``img2dataset.download``.
 
+Ours stores what ``curate.pixels`` makes (Pillow: orientation, ICC, 16-bit, alpha); bare
+stores what img2dataset's own cv2 resizer makes with the same size settings.
+
 Generates small JPEGs of varied size into a temporary folder, serves them on loopback
 with ``curate.localserve``, and fetches the same url list both ways with the same
 settings, in one invocation. Run::
@@ -51,7 +54,9 @@ def run_ours(candidates: pa.Table, out: Path, settings: fetch.FetchSettings) -> 
 def run_bare(candidates: pa.Table, out: Path, settings: fetch.FetchSettings) -> int:
     url_list = out.parent / f"{out.name}-urls.parquet"
     pq.write_table(candidates.rename_columns([fetch.KEY_COLUMN, "url"]), url_list)
-    img2dataset.download(url_list=str(url_list), output_folder=str(out), **settings.img2dataset_args())
+    resize = dict(image_size=settings.image_size, resize_mode=settings.resize_mode,
+                  resize_only_if_bigger=settings.resize_only_if_bigger, encode_quality=settings.encode_quality)
+    img2dataset.download(url_list=str(url_list), output_folder=str(out), **settings.img2dataset_args(), **resize)
     status = pq.read_table([str(p) for p in out.glob("*.parquet")], columns=["status"])["status"]
     return pc.sum(pc.equal(status, "success")).as_py() or 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from curate import licenses
+from curate import licenses, shards
 from curate.io import atomic_path
 from curate.optin.catalog import run_tables as optin_tables
 
@@ -47,8 +47,9 @@ def build(out: Path) -> Path:
         shard_files = sorted((out / "shards").glob("*.parquet"))
         if shard_files:
             con.execute("CREATE TABLE samples AS SELECT * FROM read_parquet(?)", [[str(p) for p in shard_files]])
-        else:
-            con.execute("CREATE TABLE samples AS SELECT * FROM records WHERE false")
+        else:  # a run that kept nothing still has the shards' columns (stored_width, ...) to query
+            con.register("no_samples", shards.SAMPLE_SCHEMA.empty_table())
+            con.execute("CREATE TABLE samples AS SELECT * FROM no_samples")
         used = [lid for (lid,) in con.execute("SELECT DISTINCT license FROM records WHERE license IS NOT NULL "
                                                "AND license <> ''").fetchall()]
         con.register("licenses_arrow", _licenses_table(used))

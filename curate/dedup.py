@@ -37,7 +37,7 @@ DECISIONS = pa.schema([pa.field("key", pa.string()), pa.field("duplicate_of", pa
                        pa.field("reason", pa.string()), pa.field("detail", pa.string())])
 PHASH = "phash"
 # Columns the keep order reads, and the flag of records kept by an earlier run.
-ORDER_COLUMNS = ("key", "license", "width", "height", "source")
+ORDER_COLUMNS = ("key", "license", "original_width", "original_height", "source")
 EARLIER = "earlier"
 EARLIER_RUN = "earlier_run"
 
@@ -87,8 +87,8 @@ def keep_positions(candidates: pa.Table, license_rank: dict[str, int], source_pr
     n = candidates.num_rows
     after_ranked = max(license_rank.values(), default=-1) + 1
     after_listed = max(source_priority.values(), default=-1) + 1
-    width = candidates["width"].to_numpy(zero_copy_only=False)
-    height = candidates["height"].to_numpy(zero_copy_only=False)
+    width = candidates["original_width"].to_numpy(zero_copy_only=False)
+    height = candidates["original_height"].to_numpy(zero_copy_only=False)
     area = np.nan_to_num(width.astype(np.float64) * height, nan=-1).astype(np.int64)  # unknown size last
     earlier = (candidates[EARLIER].to_numpy(zero_copy_only=False) if EARLIER in candidates.column_names
                else np.zeros(n, dtype=bool))
@@ -152,11 +152,13 @@ def exact_decisions(parquet_glob: str, license_rank: dict[str, int], source_prio
 
 
 def add_phash(batch: pa.Table) -> pa.Table:
-    """Stage: ``jpg`` -> ``phash``, the 64-bit DCT hash as 16 hex digits (null where no image)."""
+    """Stage: ``jpg`` -> ``phash``, the 64-bit DCT hash as 16 hex digits (null where no image or it failed)."""
     import imagehash
 
-    keys, data = batch["key"].to_pylist(), batch[images.IMAGE].to_pylist()
-    hashes = [None if d is None else str(imagehash.phash(images.rgb(d, k))) for k, d in zip(keys, data)]
+    batch, rows, pictures = images.decode(batch, "score", "perceptual hash")
+    hashes: list[str | None] = [None] * batch.num_rows
+    for i, picture in zip(rows, pictures):
+        hashes[i] = str(imagehash.phash(picture))
     return records.put_column(batch, PHASH, pa.array(hashes, pa.string()))
 
 

@@ -1,11 +1,11 @@
-"""The fetch stage: candidate urls -> image bytes, sha256 and original size, via img2dataset.
+"""The fetch stage: candidate urls -> stored images, sha256 and original size, via img2dataset.
 
 Layout of a fetch folder (one per source in a run)::
 
     candidates.parquet   the url list img2dataset reads: ``record_key``, ``url``, sorted by key
     settings.json        the FetchSettings this folder was fetched with
-    images/              img2dataset's output: ``NNNNN.parquet`` per shard (metadata + ``jpg``),
-                         ``NNNNN_stats.json`` written after the shard's parquet is closed
+    images/              img2dataset's output: ``NNNNN.parquet`` per shard (metadata + the stored
+                         image in ``jpg``), ``NNNNN_stats.json`` written after the parquet is closed
 
 Why img2dataset's *parquet* output: one file per shard holds both the per-sample metadata
 (status, error_message, sha256, original size) and the encoded image in a ``jpg`` column,
@@ -13,19 +13,18 @@ so ``results`` reads the metadata by column projection without touching image by
 ``read_images`` reads images back by our key with a filter. The webdataset output would
 need a scan of the tars to find a key; ``files`` writes one file per image.
 
-Truncated images: img2dataset decodes with ``cv2.imdecode`` and reports ``Image decoding
-error`` when it returns nothing. The opencv we pin (4.14, constraints.txt) returns nothing
-for every truncation we tried (JPEG baseline, progressive, gray, CMYK; PNG; WebP), but
-older opencv decodes a truncated JPEG into a partly gray image with only a warning on
-stderr (opencv issues #6468, #17862). Rather than decode every image a second time with a
-strict decoder, ``download`` checks once that the installed opencv rejects a truncated
-JPEG and refuses to run if it does not.
+Pixels: img2dataset's own resizer decodes with ``cv2.imdecode``, which ignores EXIF
+orientation and ICC profiles, clips 16-bit samples to 255 and reports a zero-byte file as
+an opencv assertion. So img2dataset downloads, checks X-Robots-Tag and hashes the original
+bytes, and ``curate.pixels.Normaliser`` makes the stored image in its place, in the same
+pass (see ``_img2dataset`` for how it is handed over): one decode per image, in
+img2dataset's worker processes, no original kept on disk. Its refusals come back as
+img2dataset error messages ``"<reason>: <decoder message>"``.
 """
 
 from __future__ import annotations
 
-import functools
-import io
+import importlib
 import os
 import re
 import signal
@@ -39,7 +38,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate import records
+from curate import pixels, records
 from curate.io import write_parquet_atomic, write_text_atomic
 
 # albumentations (imported by img2dataset) asks PyPI for a newer version at import time:
@@ -61,16 +60,19 @@ RESULT_SCHEMA = pa.schema(
         pa.field("reason", pa.string(), nullable=False),
         pa.field("detail", pa.string()),
         pa.field("sha256", pa.string()),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
+        pa.field("original_width", pa.int32()),  # as displayed (EXIF orientation applied), before resize
+        pa.field("original_height", pa.int32()),
     ]
 )
-_FETCHED_COLUMNS = ("status", "reason", "detail", "sha256", "width", "height")
+_FETCHED_COLUMNS = ("status", "reason", "detail", "sha256", "original_width", "original_height")
 NOT_FETCHED_DETAIL = "img2dataset wrote no row for this key (its shard did not complete)"
 
 
 class FetchSettings(BaseModel):
-    """Politeness and encoding settings for one source; see img2dataset.download for each."""
+    """Politeness and encoding settings for one source; see img2dataset.download for each.
+
+    The resize fields keep img2dataset's names and meaning, but ``curate.pixels`` applies them.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -88,13 +90,20 @@ class FetchSettings(BaseModel):
     resize_only_if_bigger: bool = True
     encode_format: Literal["jpg"] = "jpg"
     encode_quality: int = Field(95, ge=0, le=100)
+    # Images with more pixels are rejected (too_many_pixels) from their header, before decoding;
+    # Pillow itself refuses more than its limit as a decompression bomb.
+    max_pixels: int = Field(pixels.PILLOW_MAX_PIXELS, ge=1, le=pixels.PILLOW_MAX_PIXELS)
     number_sample_per_shard: int = Field(1000, ge=1)
     # "ray" runs each img2dataset shard as a task on the Ray this process is connected to
     # (processes_count is then unused: Ray's CPUs bound the parallelism).
     distributor: Literal["multiprocessing", "ray"] = "multiprocessing"
 
+    def target(self) -> pixels.Target:
+        return pixels.Target(size=self.image_size, mode=self.resize_mode, only_if_bigger=self.resize_only_if_bigger,
+                             quality=self.encode_quality, max_pixels=self.max_pixels)
+
     def img2dataset_args(self) -> dict:
-        """The keyword arguments of ``img2dataset.download`` these settings stand for."""
+        """The keyword arguments of ``img2dataset.download`` these settings stand for (all but ``target``)."""
         return dict(
             processes_count=self.processes_count,
             thread_count=self.thread_count,
@@ -102,11 +111,7 @@ class FetchSettings(BaseModel):
             retries=self.retries,
             user_agent_token=self.user_agent_token,
             disallowed_header_directives=list(self.disallowed_header_directives),
-            image_size=self.image_size,
-            resize_mode=self.resize_mode,
-            resize_only_if_bigger=self.resize_only_if_bigger,
             encode_format=self.encode_format,
-            encode_quality=self.encode_quality,
             number_sample_per_shard=self.number_sample_per_shard,
             distributor=self.distributor,
             input_format="parquet",
@@ -114,7 +119,7 @@ class FetchSettings(BaseModel):
             save_additional_columns=[KEY_COLUMN],
             output_format="parquet",
             # sha256 of the downloaded bytes: img2dataset hashes its input stream, which the
-            # resizer only reads, so this is the original file, not the re-encoded one.
+            # Normaliser only reads, so this is the original file, not the stored one.
             compute_hash="sha256",
             # Shards with a stats file are skipped: an interrupted fetch resumes, a finished
             # one is a no-op. ("overwrite" is broken in 1.47: it deletes its own _tmp folder.)
@@ -143,11 +148,9 @@ def download(candidates: pa.Table, out_dir: Path, settings: FetchSettings) -> Pa
     write_text_atomic(settings.model_dump_json(indent=2), out_dir / SETTINGS)
     if url_list.num_rows == 0:
         return out_dir
-    _check_opencv_rejects_truncated_jpeg()
     sigint = signal.getsignal(signal.SIGINT)
     try:
-        img2dataset.download(url_list=str(out_dir / CANDIDATES), output_folder=str(out_dir / IMAGES),
-                             **settings.img2dataset_args())
+        _img2dataset(out_dir / CANDIDATES, out_dir / IMAGES, settings)
     finally:
         if sigint is not None:  # None: a handler not set from Python, nothing we can restore
             # img2dataset's handler would exit the whole process with status 0 on Ctrl-C.
@@ -184,30 +187,38 @@ def _write_candidates(url_list: pa.Table, path: Path) -> None:
     write_parquet_atomic(url_list, path)
 
 
-@functools.cache
-def _check_opencv_rejects_truncated_jpeg() -> None:
-    import cv2
-    import numpy as np
-    from PIL import Image
+def _img2dataset(url_list: Path, output: Path, settings: FetchSettings) -> None:
+    """``img2dataset.download`` with ``pixels.Normaliser`` as its resizer.
 
-    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(noise).save(buffer, "JPEG")
-    jpeg = buffer.getvalue()
-    truncated = jpeg[: len(jpeg) // 2]
-    if cv2.imdecode(np.frombuffer(truncated, np.uint8), cv2.IMREAD_UNCHANGED) is not None:
-        raise RuntimeError(
-            f"opencv {cv2.__version__} decodes truncated JPEGs without error, so img2dataset would keep "
-            "them: install opencv-python-headless==4.14.0.94 (pip install -c constraints.txt ...)")
+    img2dataset takes no resizer argument: ``download`` builds one from the name
+    ``img2dataset.main.Resizer`` and gives it to its Downloader, which is pickled, resizer
+    and all, to every worker (spawned process or Ray task). So that name is swapped for the
+    call (the caller holds the main thread), and a version of img2dataset that stops using
+    it is refused rather than silently storing cv2-decoded pixels.
+    """
+    main = importlib.import_module("img2dataset.main")  # the package rebinds ``main`` to a function
+    normaliser, built = pixels.Normaliser(settings.target()), []
+
+    def resizer(**_img2dataset_resize_args):
+        built.append(normaliser)
+        return normaliser
+
+    original, main.Resizer = main.Resizer, resizer
+    try:
+        img2dataset.download(url_list=str(url_list), output_folder=str(output), **settings.img2dataset_args())
+    finally:
+        main.Resizer = original
+    if not built:
+        raise RuntimeError(f"img2dataset {getattr(img2dataset, '__version__', '?')} no longer builds its resizer "
+                           "from img2dataset.main.Resizer, so curate.pixels was not used: install "
+                           "img2dataset==1.47.0 (pip install -c constraints.txt ...)")
 
 
 # ---------------------------------------------------------------- results
 
 _HTTP_ERROR = re.compile(r"^HTTP Error (\d{3})\b")
 _TIMEOUT = re.compile(r"timed out", re.IGNORECASE)
-# img2dataset's resizer, when cv2.imdecode returns nothing (not an image, or truncated).
-_DECODE_ERROR = "Image decoding error"
-
+_PIXEL_STATUS = {pixels.DECODE_ERROR: records.FAILED, pixels.TOO_MANY_PIXELS: records.REJECTED}
 
 _ROBOTS_DISALLOWED = "Use of image disallowed by X-Robots-Tag directive"
 
@@ -215,19 +226,21 @@ _ROBOTS_DISALLOWED = "Use of image disallowed by X-Robots-Tag directive"
 def fate(error_message: str | None) -> tuple[str, str]:
     """img2dataset's error message -> our (status, reason); ``None`` means it succeeded.
 
-    Messages seen (img2dataset 1.47, urllib, opencv 4.14): ``HTTP Error 404: Not Found``,
-    ``timed out`` (no answer within the timeout), ``Image decoding error`` (HTML saved as
-    .jpg, truncated JPEG), ``<urlopen error [Errno 111] Connection refused>``.
+    Messages seen (img2dataset 1.47, urllib): ``HTTP Error 404: Not Found``, ``timed out``
+    (no answer within the timeout), ``<urlopen error [Errno 111] Connection refused>``; and
+    the Normaliser's ``decode_error: ...`` (HTML saved as .jpg, truncated, empty) and
+    ``too_many_pixels: ...``.
     """
     if error_message is None:
         return records.PENDING, ""
+    refused = error_message.split(": ", 1)[0]
+    if refused in _PIXEL_STATUS:
+        return _PIXEL_STATUS[refused], refused
     http = _HTTP_ERROR.match(error_message)
     if http:
         return records.FAILED, f"download_http_{http.group(1)}"
     if _TIMEOUT.search(error_message):
         return records.FAILED, "download_timeout"
-    if error_message == _DECODE_ERROR:
-        return records.FAILED, "decode_error"
     if error_message.startswith(_ROBOTS_DISALLOWED):
         # The site asked (noai, noimageai, ...) not to use the image: a decision, not a failure.
         return records.REJECTED, "site_disallowed"
@@ -254,7 +267,7 @@ def _result_row(key: str, row: dict | None) -> dict:
         status, reason = fate(row["error_message"] or row["status"])
         return dict(key=key, status=status, reason=reason, detail=row["error_message"])
     return dict(key=key, status=records.PENDING, reason="", detail=None, sha256=row["sha256"],
-                width=row["original_width"], height=row["original_height"])
+                original_width=row["original_width"], original_height=row["original_height"])
 
 
 def empty_results() -> pa.Table:
@@ -272,7 +285,7 @@ def _fetched(out_dir: Path, columns: list[str], where: pc.Expression | None = No
 
 
 def read_images(out_dir: Path, keys: Iterable[str]) -> dict[str, bytes]:
-    """The stored (resized, encoded) image of each key; KeyError for keys without one."""
+    """The stored image of each key (8-bit sRGB JPEG, see curate.pixels); KeyError for keys without one."""
     out_dir = Path(out_dir)
     wanted = set(keys)
     if not wanted:
@@ -308,5 +321,5 @@ class ApplyFetch:
             if row["status"] == records.PENDING:
                 row.update(self.by_key.get(row["key"]) or dict(
                     status=records.FAILED, reason="not_fetched", detail="no fetch result for this record",
-                    sha256=None, width=None, height=None))
+                    sha256=None, original_width=None, original_height=None))
         return pa.Table.from_pylist(rows, schema=batch.schema)

@@ -34,9 +34,12 @@ REASONS: dict[str, tuple[str, ...]] = {
         "not_image",  # the media item is not a still image (3D, scanned book, video)
         "license_unknown",
         "license_not_allowed",
+        "license_conflict",  # pieces of evidence disagree, or one names a license the policy refuses
+        "permission_unverified",  # a permission or opt-in claim with no permission file or active consent
         "min_side",
         "max_aspect_ratio",
         "site_disallowed",  # the image's server sent an X-Robots-Tag such as noai
+        "too_many_pixels",  # more pixels than fetch max_pixels (a decompression bomb, or just too big)
         "low_aesthetic",
         "watermark",
         "nsfw",
@@ -68,6 +71,7 @@ SCHEMA = pa.schema(
         pa.field("license_field", pa.string()),  # the raw field the license came from ...
         pa.field("license_value", pa.string()),  # ... and its raw value
         pa.field("license_url", pa.string()),
+        pa.field("license_evidence", pa.string()),  # JSON list of every piece: [{field, value}]
         pa.field("creator", pa.string()),
         pa.field("title", pa.string()),
         pa.field("date", pa.string()),
@@ -76,8 +80,8 @@ SCHEMA = pa.schema(
         pa.field("consent_id", pa.string()),
         pa.field("raw", pa.string()),  # the input as given, for records that could not be parsed
         pa.field("sha256", pa.string()),
-        pa.field("width", pa.int32()),  # original size, before any resize
-        pa.field("height", pa.int32()),
+        pa.field("original_width", pa.int32()),  # as displayed (EXIF orientation applied), before any resize
+        pa.field("original_height", pa.int32()),
         pa.field("aesthetic", pa.float32()),  # scores: which model made each is in OUT/run.yaml and stats.json
         pa.field("pwatermark", pa.float32()),
         pa.field("pnsfw", pa.float32()),

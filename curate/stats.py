@@ -15,9 +15,9 @@ STATS = "stats.json"
 # first stage that gives it a terminal status.
 STAGE_OF_REASON = {
     **{r: "ingest" for r in ("malformed_record", "missing_id", "missing_url", "no_image", "not_image")},
-    "license_unknown": "policy", "license_not_allowed": "policy",
+    **{r: "policy" for r in ("license_unknown", "license_not_allowed", "license_conflict", "permission_unverified")},
     "revoked": "ingest",  # a revoked record counts as never admitted
-    **{r: "fetch" for r in (*records.REASONS[records.FAILED], "site_disallowed")},
+    **{r: "fetch" for r in (*records.REASONS[records.FAILED], "site_disallowed", "too_many_pixels")},
     "min_side": "resolution", "max_aspect_ratio": "resolution",
     "low_aesthetic": "score", "watermark": "score", "nsfw": "score",
     **{r: "dedup" for r in records.REASONS[records.DUPLICATE]},
@@ -26,11 +26,14 @@ STAGE_OF_REASON = {
 STAGES = ("ingest", "policy", "fetch", "resolution", "score", "dedup", "caption", "shards")
 
 
-def stage_of(status: str, reason: str) -> str:
+def stage_of(status: str, reason: str, detail: str | None = None) -> str:
     if status == records.KEPT:
         return "shards"
     if status == records.FAILED:
-        return "fetch"
+        # A stored image that does not decode fails in the image stage that read it, whose
+        # detail starts with that stage's name (curate.score.images.failed_decode).
+        stage = (detail or "").split(":", 1)[0]
+        return stage if reason == "decode_error" and stage in STAGES else "fetch"
     return STAGE_OF_REASON[reason]
 
 
@@ -51,9 +54,11 @@ def compute(records_dir: Path) -> dict[str, Any]:
     total = con.execute("SELECT count(*) FROM m").fetchone()[0]
     fates = dict(con.execute("SELECT fate, count(*) FROM m GROUP BY 1 ORDER BY 1").fetchall())
     removed = {stage: 0 for stage in STAGES}
-    for status, reason, n in con.execute("SELECT status, reason, count(*) FROM m GROUP BY 1, 2").fetchall():
+    for status, reason, stage, n in con.execute(
+            "SELECT status, reason, CASE WHEN reason = 'decode_error' THEN split_part(detail, ':', 1) END, "
+            "count(*) FROM m GROUP BY 1, 2, 3").fetchall():
         if status != records.KEPT:
-            removed[stage_of(status, reason)] += n
+            removed[stage_of(status, reason, stage)] += n
     stages, remaining = {}, total
     for stage in STAGES[:-1]:
         stages[stage] = {"in": remaining, "removed": removed[stage], "out": remaining - removed[stage]}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from curate import records
+from curate import pixels, records
 from curate.caption import CaptionConfig, ClipSimilarity, CocaCaptioner, SimilarityFilter
 from curate.captioners.text import finish
 
@@ -124,7 +124,10 @@ def test_undecodable_image_fails_the_record_not_the_batch(coca_stages):
                              pa.array([table["jpg"][0].as_py(), b"not an image"], pa.binary()))
     out = beams(table).to_pylist()
     assert [r["status"] for r in out] == ["pending", "failed"]
-    assert out[1]["reason"] == "decode_error" and "cleanroom-tiny-coca" in out[1]["detail"]
+    assert out[1]["reason"] == "decode_error"
+    assert out[1]["detail"] == (f"caption: caption model {TINY_COCA}: record {out[1]['key']}: cannot decode its "
+                                "stored image (cannot identify image file (12 bytes, starting 6e6f7420616e2069) as "
+                                f"{', '.join(pixels.FORMATS)})")
 
 
 @pytest.fixture(scope="module")

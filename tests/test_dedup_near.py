@@ -17,7 +17,8 @@ key = records.make_key
 
 
 def rec(source, source_id, license="CC0-1.0", width=400, height=400, **fields):
-    return records.candidate(source, source_id, license=license, width=width, height=height, **fields)
+    return records.candidate(source, source_id, license=license, original_width=width, original_height=height,
+                             **fields)
 
 
 def decisions_of(table):

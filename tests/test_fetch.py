@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from curate import fetch, records
+from curate import fetch, pixels, records
 from curate.localserve import serve
 
 SETTINGS = fetch.FetchSettings(processes_count=1, thread_count=4, timeout=1, image_size=128)
@@ -71,7 +71,9 @@ def test_each_failure_mode_has_its_reason(fetched):
         assert got[key]["status"] == expected
         assert records.valid_reason(got[key]["status"], got[key]["reason"])
     assert got["missing"]["detail"] == "HTTP Error 404: Not Found"
-    assert got["html"]["detail"] == "Image decoding error"
+    assert got["html"]["detail"] == ("decode_error: cannot identify image file (53 bytes, starting 3c21646f63747970) "
+                                     f"as {', '.join(pixels.FORMATS)}")
+    assert got["truncated"]["detail"].startswith("decode_error: OSError: ")  # Pillow's own message
 
 
 def test_success_carries_original_hash_and_size(fetched, site):
@@ -80,9 +82,9 @@ def test_success_carries_original_hash_and_size(fetched, site):
     got = {r["key"]: r for r in fetch.results(out).to_pylist()}
     for key, name in [("small", "small.jpg"), ("large", "large.jpg"), ("redirected", "small.jpg")]:
         assert got[key]["sha256"] == hashlib.sha256(files[name]).hexdigest()
-        assert (got[key]["width"], got[key]["height"]) == SIZES[key]
+        assert (got[key]["original_width"], got[key]["original_height"]) == SIZES[key]
         assert got[key]["detail"] is None
-    assert got["html"]["sha256"] is None and got["html"]["width"] is None
+    assert got["html"]["sha256"] is None and got["html"]["original_width"] is None
 
 
 def test_read_images_returns_the_stored_jpegs(fetched):
@@ -148,7 +150,6 @@ def test_no_candidates(tmp_path):
     ("HTTP Error 500: Internal Server Error", "download_http_500"),
     ("HTTP Error 403: Forbidden", "download_http_403"),
     ("timed out", "download_timeout"),
-    ("Image decoding error", "decode_error"),
     ("<urlopen error [Errno 111] Connection refused>", "download_error"),
     ("<urlopen error [Errno -2] Name or service not known>", "download_error"),
 ])
@@ -162,21 +163,22 @@ def test_a_site_opting_out_is_a_rejection_not_a_failure():
     assert (status, reason) == (records.REJECTED, "site_disallowed") and records.valid_reason(status, reason)
 
 
+def test_pixel_refusals_keep_their_reason():
+    assert fetch.fate("decode_error: cannot identify image file (0 bytes, starting with nothing)") == (
+        records.FAILED, "decode_error")
+    status, reason = fetch.fate("too_many_pixels: the image claims 9000x9000 = 81000000 pixels; the limit is ...")
+    assert (status, reason) == (records.REJECTED, "too_many_pixels") and records.valid_reason(status, reason)
+
+
 def test_fate_of_success():
     assert fetch.fate(None) == (records.PENDING, "")
 
 
-def test_refuses_an_opencv_that_decodes_truncated_jpegs(monkeypatch, tmp_path):
-    import cv2
-    import numpy as np
-
-    monkeypatch.setattr(cv2, "imdecode", lambda *_: np.zeros((64, 64, 3), np.uint8))  # partial decode
-    fetch._check_opencv_rejects_truncated_jpeg.cache_clear()
-    try:
-        with pytest.raises(RuntimeError, match="truncated JPEGs"):
-            fetch.download(pa.table({"key": ["a"], "url": ["http://127.0.0.1:9/a.jpg"]}), tmp_path, SETTINGS)
-    finally:
-        fetch._check_opencv_rejects_truncated_jpeg.cache_clear()
+def test_refuses_an_img2dataset_that_would_not_use_our_pixels(monkeypatch, tmp_path):
+    # As if a new img2dataset built its resizer elsewhere: cv2's pixels would reach the shards.
+    monkeypatch.setattr(fetch.img2dataset, "download", lambda **_: None)
+    with pytest.raises(RuntimeError, match="curate.pixels was not used"):
+        fetch.download(pa.table({"key": ["a"], "url": ["http://127.0.0.1:9/a.jpg"]}), tmp_path, SETTINGS)
 
 
 def test_settings_forbid_unknown_fields():
@@ -191,13 +193,15 @@ def test_apply_fetch_sets_fates_and_leaves_decided_records():
     unfetched = records.candidate("met", "3", url="u3")
     refused = records.rejected("met", "4", "license_not_allowed", "CC BY-NC")
     fetched = pa.Table.from_pylist([
-        dict(key=ok["key"], status=records.PENDING, reason="", sha256="ab" * 32, width=640, height=480),
+        dict(key=ok["key"], status=records.PENDING, reason="", sha256="ab" * 32, original_width=640,
+             original_height=480),
         dict(key=gone["key"], status=records.FAILED, reason="download_http_404", detail="HTTP Error 404: Not Found"),
         dict(key=refused["key"], status=records.FAILED, reason="download_http_500"),  # never applied
     ], schema=fetch.RESULT_SCHEMA)
     out = fetch.ApplyFetch(fetched)(records.to_table([ok, gone, unfetched, refused]))
     rows = {r["source_id"]: r for r in out.to_pylist()}
-    assert (rows["1"]["status"], rows["1"]["sha256"], rows["1"]["width"]) == (records.PENDING, "ab" * 32, 640)
+    assert (rows["1"]["status"], rows["1"]["sha256"], rows["1"]["original_width"]) == (
+        records.PENDING, "ab" * 32, 640)
     assert (rows["2"]["status"], rows["2"]["reason"]) == (records.FAILED, "download_http_404")
     assert (rows["3"]["status"], rows["3"]["reason"]) == (records.FAILED, "not_fetched")
     assert (rows["4"]["status"], rows["4"]["reason"]) == (records.REJECTED, "license_not_allowed")

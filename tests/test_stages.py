@@ -1,6 +1,5 @@
 """The per-batch stages, called on a few records as plain functions (no Ray)."""
 
-import pyarrow as pa
 
 from curate import dedup, records
 from curate.caption import CaptionConfig, Captioner
@@ -10,7 +9,7 @@ from curate.score.resolution import Resolution
 
 def fetched(source, source_id, width, height, sha="a" * 64, license="CC0-1.0", **fields):
     return records.candidate(source, source_id, url=f"http://127.0.0.1/{source_id}.jpg", license=license,
-                             sha256=sha, width=width, height=height, **fields)
+                             sha256=sha, original_width=width, original_height=height, **fields)
 
 
 def test_resolution_rejects_small_and_elongated_with_the_numbers():
@@ -40,7 +39,8 @@ def test_exact_dedup_keeps_best_license_then_size_then_source(tmp_path):
     path = tmp_path / "filtered.parquet"
     import pyarrow.parquet as pq
     pq.write_table(records.to_table(rows), path)
-    decisions = dedup.exact_decisions(str(path), {"CC0-1.0": 0, "public-domain": 1}, {"met": 0, "commons": 1, "local": 2})
+    decisions = dedup.exact_decisions(str(path), {"CC0-1.0": 0, "public-domain": 1},
+                                      {"met": 0, "commons": 1, "local": 2})
     survivor = dict(zip(decisions["key"].to_pylist(), decisions["duplicate_of"].to_pylist()))
     key = records.make_key
     assert survivor == {key("commons", "pd"): key("met", "cc0"),

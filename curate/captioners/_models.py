@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from contextlib import nullcontext
 from typing import Any, Callable, ContextManager
 
-from PIL import Image, UnidentifiedImageError
-
-from curate import records
+from curate import pixels, records
 from curate.score.images import IMAGE as IMAGE_COLUMN
+from curate.score.images import failed_decode
 
 
 def pending_images(rows: list[dict[str, Any]], preprocess: Callable, stage: str,
@@ -18,7 +16,7 @@ def pending_images(rows: list[dict[str, Any]], preprocess: Callable, stage: str,
 
     A pending row without image bytes is a wiring error (the images were not attached
     before this stage) and raises; bytes that do not decode fail the record with
-    ``decode_error``, like any other image that cannot be read.
+    ``decode_error``, as in every image stage (``curate.score.images.decode``).
     """
     indices, tensors = [], []
     for i, row in enumerate(rows):
@@ -29,11 +27,11 @@ def pending_images(rows: list[dict[str, Any]], preprocess: Callable, stage: str,
             raise ValueError(f"{stage}: record {row['key']} has no image bytes in column {IMAGE_COLUMN!r}; "
                              f"attach the fetched images before this stage")
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                tensors.append(preprocess(image.convert("RGB")))
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            records.finish(row, records.FAILED, "decode_error", f"{stage}: {type(e).__name__}: {e}")
+            picture = pixels.rgb(data)
+        except pixels.PixelError as e:
+            records.finish(row, records.FAILED, pixels.DECODE_ERROR, failed_decode("caption", stage, row["key"], e))
             continue
+        tensors.append(preprocess(picture))
         indices.append(i)
     return indices, tensors
 

@@ -66,20 +66,21 @@ def with_rows(batch: pa.Table, column: str, rows: list[int], values: np.ndarray,
 
 
 class Embed:
-    """Stage: ``jpg`` bytes -> ``embedding`` (L2-normalised float32), for the rows that have an image."""
+    """Stage: ``jpg`` bytes -> ``embedding`` (L2-normalised float32), for the pending rows that have an image.
+
+    A row whose image does not decode fails (``images.decode``) and gets no embedding.
+    """
 
     def __init__(self, spec: clip.ClipSpec, batch_size: int = 32):
         self.loaded = clip.load(spec)
         self.batch_size = batch_size
+        self.what = f"embedder {spec.describe()}"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = images.present(batch)
-        keys = batch["key"].to_pylist()
-        data = batch[images.IMAGE].to_pylist()
+        batch, rows, pictures = images.decode(batch, "score", self.what)
         vectors = np.zeros((len(rows), self.loaded.embed_dim), dtype=np.float32)
         for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start:start + self.batch_size]
-            vectors[start:start + len(chunk)] = self.encode([images.rgb(data[i], keys[i]) for i in chunk])
+            vectors[start:start + self.batch_size] = self.encode(pictures[start:start + self.batch_size])
         return with_rows(batch, EMBEDDING, rows, vectors, embedding_type(self.loaded.embed_dim))
 
     def encode(self, pictures: list) -> np.ndarray:

@@ -2,19 +2,20 @@
 
 Records do not carry their image; img2dataset keeps it in the fetch folder of its source.
 ``AttachImages`` adds a ``jpg`` column (the stored, resized JPEG) to the pending rows of a
-batch so the image stages (embedder, watermark detector, perceptual hash) can read it;
-``drop_images`` removes it before the batch is written, so images never travel further.
+batch so the image stages (embedder, watermark detector, perceptual hash, captioners) can
+read it, each through ``decode``; ``drop_images`` removes it before the batch is written,
+so images never travel further.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate import fetch, records
+from curate import fetch, pixels, records
 
 IMAGE = "jpg"
 
@@ -41,16 +42,57 @@ def drop_images(batch: pa.Table) -> pa.Table:
     return batch.drop_columns([IMAGE])
 
 
-def rgb(data: bytes, key: str):
-    """Decode one stored image to an RGB PIL image; the error names the record."""
-    from PIL import Image
+class Decoded(NamedTuple):
+    """``batch`` with the fates of the rows whose image did not decode, and the rows that did."""
 
+    batch: pa.Table
+    rows: list[int]
+    pictures: list[Any]  # RGB PIL images, one per row of ``rows``
+
+
+def rgb(data: bytes, key: str):
+    """Decode one image to RGB where a bad one is an error, not a record's fate; the error names ``key``."""
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except Exception as e:  # PIL raises several types for bad bytes
+        return pixels.rgb(data)
+    except pixels.PixelError as e:
         raise ValueError(f"record {key}: cannot decode its stored image ({e})") from e
-    return image.convert("RGB")
+
+
+def failed_decode(stage: str, what: str, key: str, error: pixels.PixelError) -> str:
+    """The detail of a decode_error after fetch; ``stage`` (one of stats.STAGES) first, so the failure counts there."""
+    return f"{stage}: {what}: record {key}: cannot decode its stored image ({error})"
+
+
+def decode(batch: pa.Table, stage: str, what: str) -> Decoded:
+    """The pending rows of ``batch`` that carry an image, decoded to RGB.
+
+    Every image stage decodes through here, so all follow one error policy: an image that
+    does not decode fails its record with ``decode_error`` (the detail names ``stage``, the
+    model or step ``what``, the key and the decoder's message) and the run goes on.
+    """
+    keys, data, status = (batch[c].to_pylist() for c in ("key", IMAGE, "status"))
+    rows, pictures, failures = [], [], {}
+    for i in present(batch):
+        if status[i] != records.PENDING:
+            continue
+        try:
+            pictures.append(pixels.rgb(data[i]))
+        except pixels.PixelError as e:
+            failures[i] = failed_decode(stage, what, keys[i], e)
+            continue
+        rows.append(i)
+    return Decoded(_failed(batch, failures), rows, pictures)
+
+
+def _failed(batch: pa.Table, failures: dict[int, str]) -> pa.Table:
+    if not failures:
+        return batch
+    columns = {c: batch[c].to_pylist() for c in ("status", "reason", "detail")}
+    for i, detail in failures.items():
+        columns["status"][i], columns["reason"][i], columns["detail"][i] = records.FAILED, pixels.DECODE_ERROR, detail
+    for name, values in columns.items():
+        batch = records.put_column(batch, name, pa.array(values, pa.string()))
+    return batch
 
 
 def present(batch: pa.Table, column: str = IMAGE) -> list[int]:

@@ -31,7 +31,7 @@ class Resolution:
         pending = pc.equal(table["status"], records.PENDING).to_pylist()
         for row, is_pending in zip(rows, pending):
             if is_pending:
-                verdict = self.verdict(row["width"], row["height"])
+                verdict = self.verdict(row["original_width"], row["original_height"])
                 if verdict:
                     records.finish(row, records.REJECTED, *verdict)
         return pa.Table.from_pylist(rows, schema=table.schema)

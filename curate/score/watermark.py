@@ -72,21 +72,23 @@ def save_random(path, seed: int = 0) -> None:
 
 
 class Watermark:
-    """Stage: ``jpg`` bytes -> ``pwatermark`` (float32) for the rows that have an image."""
+    """Stage: ``jpg`` bytes -> ``pwatermark`` (float32) for the pending rows that have an image.
+
+    A row whose image does not decode fails (``images.decode``) and gets no score.
+    """
 
     def __init__(self, config: WatermarkConfig):
         self.device = clip.pick_device(config.device)
         self.model = load(config.weights).to(self.device)
         self.transform = transform()
         self.batch_size = config.batch_size
+        self.what = f"watermark detector {config.describe()}"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = images.present(batch)
-        keys, data = batch["key"].to_pylist(), batch[images.IMAGE].to_pylist()
+        batch, rows, pictures = images.decode(batch, "score", self.what)
         scores = np.zeros(len(rows), dtype=np.float32)
         for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start:start + self.batch_size]
-            scores[start:start + len(chunk)] = self.pwatermark([images.rgb(data[i], keys[i]) for i in chunk])
+            scores[start:start + self.batch_size] = self.pwatermark(pictures[start:start + self.batch_size])
         return embed.with_rows(batch, SCORE, rows, scores, pa.float32())
 
     def pwatermark(self, pictures: list) -> np.ndarray:

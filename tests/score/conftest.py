@@ -42,7 +42,7 @@ def image_batch(images: dict[str, bytes | None]) -> pa.Table:
     """Records keyed by name, pending when they have image bytes, rejected otherwise, with a ``jpg`` column."""
     rows = []
     for name, data in images.items():
-        row = records.candidate("met", name, license="CC0-1.0", width=96, height=80)
+        row = records.candidate("met", name, license="CC0-1.0", original_width=96, original_height=80)
         rows.append(row if data else records.finish(row, records.REJECTED, "min_side"))
     table = records.to_table(rows)
     return table.append_column("jpg", pa.array(list(images.values()), pa.binary()))

@@ -23,7 +23,8 @@ def fetch_folder(root, source, images_by_key):
 
 
 def test_attach_embed_score_store_filter_on_three_records(tmp_path, clip768):
-    rows = [records.candidate("met", str(i), license="CC0-1.0", width=96, height=80) for i in range(3)]
+    rows = [records.candidate("met", str(i), license="CC0-1.0", original_width=96, original_height=80)
+            for i in range(3)]
     rows.append(records.finish(records.candidate("met", "no-image"), records.FAILED, "download_timeout"))
     keys = [r["key"] for r in rows]
     fetch_folder(tmp_path / "fetch", "met", {k: jpeg(i) for i, k in enumerate(keys[:3])})
