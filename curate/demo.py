@@ -3,31 +3,36 @@
 It holds records in the Met's and Wikimedia Commons' API formats and a local folder, so
 the demo runs the real adapters, and the cases a curation run must handle: licenses the
 policy rejects (CC BY-SA, "no restrictions", an unrecognised string), a server that
-answers ``X-Robots-Tag: noai``, records without an image, a malformed line, a missing file (404), HTML saved as .jpg, a truncated JPEG,
-a too-small and a too-elongated image, the same bytes offered by two sources, a
-half-size copy (a perceptual duplicate) and a 90% crop (a CLIP-embedding duplicate).
+answers ``X-Robots-Tag: noai``, records without an image, a malformed line, a missing
+file (404), HTML saved as .jpg, a truncated JPEG, a too-small and a too-elongated image,
+the same bytes offered by two sources, a half-size copy (a perceptual duplicate) and a 90%
+crop (a CLIP-embedding duplicate), and
+a title and creator full of template syntax (``{title:>99999}``, ``[x]``) that must stay text.
 
 The scoring heads of the demo (aesthetic, watermark, NSFW) are random-initialised files
 in the real formats, written into ``OUT/demo-models``: their scores mean nothing.
 
 The corpus and the port it is served on are made once per output folder and kept there,
-so a resumed run sees the same URLs.
+so a resumed run sees the same URLs. Each file is written atomically and each image is
+seeded by its own name, so a generation killed part-way and run again writes the same
+bytes an uninterrupted one does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import socket
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from PIL import Image
 
 from curate.config import Demo
-from curate.io import write_text_atomic
+from curate.io import atomic_path, write_bytes_atomic, write_text_atomic
 from curate.localserve import serve
 
 CORPUS = "demo-corpus"
@@ -45,18 +50,32 @@ def picture(seed: int, width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-def _save_jpeg(image: Image.Image, path: Path) -> None:
-    image.save(path, format="JPEG", quality=90)
+def image_seed(base: int, name: str) -> int:
+    """The seed of one image: from the demo's seed and the file's name only, never from how many
+    files exist, so a resumed generation draws every image as the first one did."""
+    return int.from_bytes(hashlib.sha256(f"{base}/{name}".encode()).digest()[:8], "big")
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _save_model(save: Callable[..., None], path: Path, *args: Any) -> None:
+    # Into an open file: torch names the archive inside after a file path, so saving by the
+    # temporary path would make the bytes depend on its random name.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        save(f, *args)
 
 
 def write_models(folder: Path, embed_dim: int) -> None:
     """Random heads in the real weight formats, so the demo runs the real loading code offline."""
     from curate.score import aesthetic, nsfw, watermark
 
-    folder.mkdir(parents=True, exist_ok=True)
-    aesthetic.save_random(folder / "aesthetic-mlp.pth", "improved_mlp", embed_dim)
-    watermark.save_random(folder / "watermark_model_v1.pt")
-    nsfw.save_random(folder / "nsfw-head.pt", embed_dim)
+    _save_model(aesthetic.save_random, folder / "aesthetic-mlp.pth", "improved_mlp", embed_dim)
+    _save_model(watermark.save_random, folder / "watermark_model_v1.pt")
+    _save_model(nsfw.save_random, folder / "nsfw-head.pt", embed_dim)
 
 
 def _free_port() -> int:
@@ -91,65 +110,93 @@ def _commons_page(page_id: int, url: str, short: str, machine: str | None, artis
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic("\n".join(lines) + "\n", path)
 
 
-def generate(corpus: Path, base_url: str, settings: Demo) -> None:
-    """Write images and metadata; the three sources share ``settings.images`` good images."""
-    files = corpus / "files"
-    files.mkdir(parents=True, exist_ok=True)
-    per_source = settings.images // 3
-    seed = settings.seed * 1000
+class _Files:
+    """The served ``files/`` folder: each image drawn from its own seed, written by rename."""
 
-    def image(name: str, width: int = 320, height: int = 256, same_as: str | None = None) -> str:
-        data = (files / same_as).read_bytes() if same_as else picture(seed + len(list(files.iterdir())), width, height)
-        (files / name).write_bytes(data)
-        return f"{base_url}files/{name}"
+    def __init__(self, corpus: Path, base_url: str, seed: int):
+        self.folder, self.base_url, self.seed = corpus / "files", base_url, seed
 
-    met = [_met_object(i, image(f"met-{i}.jpg", 320 + 16 * i, 256), True) for i in range(1, per_source + 1)]
-    met[0]["additionalImages"] = [image("met-1-b.jpg", 300, 400)]
+    def add(self, name: str, width: int = 320, height: int = 256, same_as: str | None = None) -> str:
+        data = (self.folder / same_as).read_bytes() if same_as else picture(image_seed(self.seed, name), width, height)
+        write_bytes_atomic(data, self.folder / name)
+        return self.url(name)
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url}files/{name}"
+
+
+def _met(files: _Files, per_source: int) -> list[str]:
+    met = [_met_object(i, files.add(f"met-{i}.jpg", 320 + 16 * i, 256), True) for i in range(1, per_source + 1)]
+    met[0]["additionalImages"] = [files.add("met-1-b.jpg", 300, 400)]
     met += [_met_object(901, "", False),  # not public domain: the Met gives no image
-            _met_object(902, f"{base_url}files/met-missing.jpg", True),  # 404
-            _met_object(903, image("met-small.jpg", 96, 96), True),
-            _met_object(904, image("met-banner.jpg", 960, 160), True)]
-    met_lines = [json.dumps(o) for o in met] + ['{"objectID": 905, "title": "cut off']
-    _write_lines(corpus / "met" / "objects.jsonl", met_lines)
+            _met_object(902, files.url("met-missing.jpg"), True),  # 404
+            _met_object(903, files.add("met-small.jpg", 96, 96), True),
+            _met_object(904, files.add("met-banner.jpg", 960, 160), True)]
+    return [json.dumps(o) for o in met] + ['{"objectID": 905, "title": "cut off']
 
-    pages = [_commons_page(100 + i, image(f"commons-{i}.jpg", 320, 240 + 8 * i), *lic)
+
+def _commons(files: _Files, per_source: int) -> list[str]:
+    pages = [_commons_page(100 + i, files.add(f"commons-{i}.jpg", 320, 240 + 8 * i), *lic)
              for i, lic in enumerate([("CC0", "cc0", "Demo Photographer"), ("Public domain", "pd", "Demo Photographer")]
                                      * (per_source // 2), start=1)]
+    # The server sends X-Robots-Tag: noai for 207: the site opts out of AI use.
+    optout = files.add("commons-optout.jpg").rsplit("/", 1)[1]
     pages += [
-        _commons_page(201, image("commons-bysa.jpg"), "CC BY-SA 4.0", "cc-by-sa-4.0", "A. Photographer"),
-        _commons_page(202, image("commons-nkc.jpg"), "No restrictions", None, "Archive"),
-        _commons_page(203, image("commons-odd.jpg"), "Free for personal use", None, "Someone"),
-        _commons_page(204, image("commons-dup.jpg", same_as="met-2.jpg"), "Public domain", "pd", "Demo Painter"),
-        _commons_page(205, f"{base_url}files/commons-html.jpg", "CC0", "cc0", "Broken"),
-        _commons_page(206, f"{base_url}files/commons-truncated.jpg", "CC0", "cc0", "Broken"),
-        # The server sends X-Robots-Tag: noai for this one: the site opts out of AI use.
-        _commons_page(207, f"{base_url}noai/files/{image('commons-optout.jpg').rsplit('/', 1)[1]}", "CC0", "cc0",
-                      "Opted Out"),
+        _commons_page(201, files.add("commons-bysa.jpg"), "CC BY-SA 4.0", "cc-by-sa-4.0", "A. Photographer"),
+        _commons_page(202, files.add("commons-nkc.jpg"), "No restrictions", None, "Archive"),
+        _commons_page(203, files.add("commons-odd.jpg"), "Free for personal use", None, "Someone"),
+        _commons_page(204, files.add("commons-dup.jpg", same_as="met-2.jpg"), "Public domain", "pd", "Demo Painter"),
+        _commons_page(205, files.url("commons-html.jpg"), "CC0", "cc0", "Broken"),
+        _commons_page(206, files.url("commons-truncated.jpg"), "CC0", "cc0", "Broken"),
+        _commons_page(207, f"{files.base_url}noai/files/{optout}", "CC0", "cc0", "Opted Out"),
     ]
-    (files / "commons-html.jpg").write_text("<html><body>Not an image</body></html>")
-    (files / "commons-truncated.jpg").write_bytes(picture(seed + 999, 320, 256)[:2000])
-    _write_lines(corpus / "commons" / "pages.jsonl", [json.dumps(p) for p in pages])
+    write_text_atomic("<html><body>Not an image</body></html>", files.folder / "commons-html.jpg")
+    write_bytes_atomic(picture(image_seed(files.seed, "commons-truncated.jpg"), 320, 256)[:2000],
+                       files.folder / "commons-truncated.jpg")
+    return [json.dumps(p) for p in pages]
 
-    local = corpus / "local"
-    local.mkdir(exist_ok=True)
+
+def _local(local: Path, seed: int, per_source: int) -> list[str]:
     entries = []
     for i in range(1, per_source + 1):
-        (local / f"contribution-{i}.jpg").write_bytes(picture(seed + 500 + i, 288, 288))
-        entries.append({"file": f"contribution-{i}.jpg", "title": f"Garden study {i}", "creator": "Demo Contributor"})
-    (local / "contribution-copy.jpg").write_bytes((local / "contribution-1.jpg").read_bytes())
-    entries.append({"file": "contribution-copy.jpg", "title": "Garden study 1, sent again", "creator": "Demo Contributor"})
-    original = Image.open(local / "contribution-2.jpg")
-    _save_jpeg(original.resize((144, 144), Image.BICUBIC), local / "contribution-2-small.jpg")
-    _save_jpeg(original.crop((14, 14, 274, 274)), local / "contribution-2-crop.jpg")
+        name = f"contribution-{i}.jpg"
+        write_bytes_atomic(picture(image_seed(seed, name), 288, 288), local / name)
+        entries.append({"file": name, "title": f"Garden study {i}", "creator": "Demo Contributor"})
+    # Template syntax in values: an attribution or caption must show it, not interpret it.
+    entries[2].update(title="Garden study 3 {title:*>50000000} {0} [x]",
+                      creator="Demo Contributor {title:>99999999999999999999} {creator}")
+    write_bytes_atomic((local / "contribution-1.jpg").read_bytes(), local / "contribution-copy.jpg")
+    entries.append({"file": "contribution-copy.jpg", "title": "Garden study 1, sent again",
+                    "creator": "Demo Contributor"})
+    with Image.open(local / "contribution-2.jpg") as original:
+        write_bytes_atomic(_jpeg(original.resize((144, 144), Image.BICUBIC)), local / "contribution-2-small.jpg")
+        write_bytes_atomic(_jpeg(original.crop((14, 14, 274, 274))), local / "contribution-2-crop.jpg")
     entries += [{"file": "contribution-2-small.jpg", "title": "Garden study 2, small", "creator": "Demo Contributor"},
                 {"file": "contribution-2-crop.jpg", "title": "Garden study 2, cropped", "creator": "Demo Contributor"}]
-    (local / "noncommercial.jpg").write_bytes(picture(seed + 777, 300, 300))
+    write_bytes_atomic(picture(image_seed(seed, "noncommercial.jpg"), 300, 300), local / "noncommercial.jpg")
     entries.append({"file": "noncommercial.jpg", "title": "A borrowed picture", "license": "CC BY-NC 4.0"})
-    _write_lines(local / "metadata.jsonl", [json.dumps(e) for e in entries])
+    return [json.dumps(e) for e in entries]
+
+
+def _remove_leftovers(corpus: Path) -> None:
+    """Temporary files of a generation that was killed (curate.io names them ``.NAME.*.tmp``)."""
+    for tmp in corpus.rglob(".*.tmp"):
+        tmp.unlink()
+
+
+def generate(corpus: Path, base_url: str, settings: Demo) -> None:
+    """Write images and metadata; the three sources share ``settings.images`` good images.
+
+    Every file is written whole again, so running it over a half-written corpus completes it."""
+    _remove_leftovers(corpus)
+    files = _Files(corpus, base_url, settings.seed)
+    per_source = settings.images // 3
+    _write_lines(corpus / "met" / "objects.jsonl", _met(files, per_source))
+    _write_lines(corpus / "commons" / "pages.jsonl", _commons(files, per_source))
+    _write_lines(corpus / "local" / "metadata.jsonl", _local(corpus / "local", settings.seed, per_source))
 
 
 def prepare(settings: Demo, out: Path) -> dict[str, str]:

@@ -39,3 +39,8 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
 def write_text_atomic(text: str, path: Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_bytes_atomic(data: bytes, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

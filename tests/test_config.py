@@ -67,3 +67,16 @@ def test_missing_policy_file_is_named(tmp_path):
     pipeline = write(tmp_path / "p.yaml", "name: x\npolicy: ./nope.yaml\nsources: [{manifest: met}]\n")
     with pytest.raises(ConfigError, match="nope.yaml does not exist"):
         resolve(pipeline, {"out": str(tmp_path)})
+
+
+@pytest.mark.parametrize("template", ["'{title:>9999}'", "'{title!r}'", "'{0}'", "'{title}[ by {creator}'"])
+def test_a_template_that_is_not_plain_fields_is_refused_at_load(tmp_path, template):
+    write(tmp_path / "m.yaml", f"source: mine\nname: Mine\nadapter: local\nlicense_field: x\n"
+                               f"attribution: {template}\n")
+    pipeline = write(tmp_path / "p.yaml", "name: x\nsources: [{manifest: ./m.yaml, metadata: [m.jsonl]}]\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml: attribution: .*template"):
+        resolve(pipeline, {"out": str(tmp_path)})
+    captions = f"captions:\n  metadata:\n    sources:\n      met: {{templates: [{template}]}}\n"
+    pipeline = write(tmp_path / "p.yaml", "name: x\nsources: [{manifest: met, metadata: [m.jsonl]}]\n" + captions)
+    with pytest.raises(ConfigError, match=r"p\.yaml: captions\.metadata\.sources\.met\.templates: .*template"):
+        resolve(pipeline, {"out": str(tmp_path)})

@@ -9,16 +9,15 @@ Every caption made is kept in the record's ``captions`` list with its origin.
 from __future__ import annotations
 
 import re
-import string
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from curate import templates
 from curate.score.clip import ClipSpec
 
 Origin = Literal["metadata", "model", "combined"]
 
-_OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 
 # Values that stand for "no value": a caption must never say them. Compared on letters and
 # digits only, case-folded, so "[Unknown]", "N.D." and "(untitled)" match too.
@@ -39,25 +38,15 @@ class Strict(BaseModel):
 
 
 def check_template(template: str) -> str:
-    """A template the renderer can use: balanced, unnested brackets and at least one field."""
-    outside = _OPTIONAL.sub("", template)  # what is left once every innermost [...] is gone
-    if "[" in outside or "]" in outside:
-        raise ValueError(f"template {template!r}: optional parts must be [...] pairs, not nested")
-    try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template.replace("[", "").replace("]", ""))]
-    except ValueError as e:
-        raise ValueError(f"template {template!r}: {e}") from None
-    if not any(names):
+    """A template the renderer can use (``curate.templates`` grammar) that names at least one field."""
+    if not templates.parse(template).fields:
         raise ValueError(f"template {template!r} names no {{field}}")
-    if any(name is not None and not name.isidentifier() for name in names):
-        raise ValueError(f"template {template!r}: fields are plain names such as {{title}}")
     return template
 
 
 def required_fields(template: str) -> set[str]:
     """Fields outside every [optional] part: the template renders nothing without them."""
-    body = _OPTIONAL.sub("", template)
-    return {name for _, name, _, _ in string.Formatter().parse(body) if name}
+    return templates.parse(template).required
 
 
 class SourceCaptions(Strict):

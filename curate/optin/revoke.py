@@ -13,12 +13,21 @@ any run is touched), then, for each run folder, ``revoke_in_run``:
    removed shards' files, which the new index no longer names;
 4. drops the records' rows from the stage outputs under ``OUT/work`` (fetched image bytes
    among them) and marks the records ``rejected:revoked`` in ``OUT/records`` with the
-   contributor's name, titles, captions and URLs scrubbed;
-5. appends an entry to ``OUT/revocations.jsonl`` (what a model card reports), rebuilds the
-   catalog and ``stats.json``, and adds an entry to the store's audit log.
+   contributor's name, titles, captions, URLs and embedding reference scrubbed;
+5. takes their rows out of ``OUT/embeddings``: each part holding one is written again
+   without it under the name of its remaining keys (vectors, then metadata, as the scoring
+   stage writes a part), the other records of that part are pointed at their new file and
+   row in ``OUT/records`` and ``OUT/work``, and only then is the old part deleted (metadata
+   first: a part without it is never read). Parts are read one at a time (a part is one
+   scoring batch), and every parquet file is rewritten on its own;
+6. appends an entry to ``OUT/revocations.jsonl`` (what a model card reports), rebuilds the
+   catalog and ``stats.json`` (keeping what only the run knew: ``models``), and adds an
+   entry to the store's audit log.
 
 Every step can be repeated: a run interrupted anywhere is finished by running the same
-revocation again, and a run already clean is left as it is.
+revocation again, and a run already clean is left as it is. Between writing a part's
+replacement and deleting the old part, both hold the remaining keys, and readers of the
+store refuse it; running the revocation again finishes it.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -40,12 +50,14 @@ from curate.io import write_parquet_atomic, write_text_atomic
 from curate.optin.errors import OptinError
 from curate.optin.layout import DONE, RECORDS, REVOKED, RUN_LOG, run_log
 from curate.optin.store import Revocation, Store, new_id, now
+from curate.score import store as embeddings
 
 _LOCK = ".revoke.lock"
 _JOURNAL = ".revoke-journal.json"
 # Record fields that describe the contributor or their image; emptied on revocation. The row
 # keeps its key, source, consent id, license and sha256: enough to show what was removed.
-SCRUBBED = ("url", "page_url", "creator", "title", "meta", "attribution", "caption", "caption_origin", "shard")
+SCRUBBED = ("url", "page_url", "creator", "title", "meta", "attribution", "caption", "caption_origin", "shard",
+            embeddings.FILE, embeddings.ROW)
 
 
 @dataclass
@@ -142,7 +154,7 @@ def revoke_in_run(out: Path, by_consent: dict[str, Revocation]) -> RunRevocation
         remaining = _remaining(table, keys, removed)
         journal = _Journal.load(out / _JOURNAL)
         if journal is None:
-            if not marked and not removed:
+            if not marked and not removed and not _embedding_parts(out / embeddings.RUN_DIR, keys):
                 return RunRevocation(run=str(out), revocation_ids=sorted(ids), applied_at=now())
             journal = _Journal(pass_id=new_id("pass"), revocation_ids=ids, applied_at=now())
         journal.revocation_ids |= ids
@@ -154,12 +166,13 @@ def revoke_in_run(out: Path, by_consent: dict[str, Revocation]) -> RunRevocation
         _rewrite_shards(out / "shards", remaining, journal)
         _drop_from_work(out / "work", keys)
         _mark_records(out, table, by_consent)
+        _drop_embeddings(out, keys)
         result = journal.result(out)
         if result.pass_id not in {e.get("pass_id") for e in run_log(out)}:  # once, also when resumed
             with open(out / RUN_LOG, "a", encoding="utf-8") as f:
                 f.write(json.dumps(result.as_dict(), sort_keys=True) + "\n")
         catalog.build(out)  # after the log: the catalog shows this pass too
-        write_text_atomic(json.dumps(stats.compute(out / "records"), indent=2), out / stats.STATS)
+        _write_stats(out)
         (out / _JOURNAL).unlink()
     return result
 
@@ -246,3 +259,66 @@ def _mark_records(out: Path, table: pa.Table, by_consent: dict[str, Revocation])
         changed = True
     if changed:
         write_parquet_atomic(pa.Table.from_pylist(rows, schema=table.schema), out / RECORDS)
+
+
+def _embedding_parts(root: Path, keys: set[str]) -> list[str]:
+    """The parts of the embedding store (``root``) that hold a row of any of ``keys``."""
+    value_set = pa.array(sorted(keys), pa.string())
+    return [meta.stem.removeprefix("metadata_") for meta in sorted((root / embeddings.METADATA_DIR).glob("*.parquet"))
+            if pc.any(_hits(pq.read_table(meta, columns=["key"])["key"], value_set)).as_py()]
+
+
+def _drop_embeddings(out: Path, keys: set[str]) -> None:
+    """Remove the rows of ``keys`` from the run's embedding store; the other rows of their parts move."""
+    root = out / embeddings.RUN_DIR
+    parts = _embedding_parts(root, keys)
+    moved: dict[str, tuple[str | None, int | None]] = {key: (None, None) for key in keys}
+    for part in parts:
+        moved |= _rewrite_part(root, part, keys)
+    _repoint(out, moved)
+    for part in parts:  # nothing refers to them any more
+        vectors, meta = embeddings.part_paths(root, part)
+        meta.unlink(missing_ok=True)
+        vectors.unlink(missing_ok=True)
+
+
+def _rewrite_part(root: Path, part: str, keys: set[str]) -> dict[str, tuple[str, int]]:
+    """Write the part's rows other than ``keys`` as a part of their own; key -> (its file, its row)."""
+    vectors_path, meta = embeddings.part_paths(root, part)
+    part_keys = pq.read_table(meta, columns=["key"])["key"].to_pylist()
+    vectors = np.load(vectors_path)
+    stay = [i for i, key in enumerate(part_keys) if key not in keys]
+    if not stay:
+        return {}
+    stay_keys = [part_keys[i] for i in stay]
+    # float16 -> float32 -> float16 is exact: the remaining vectors are stored unchanged.
+    name = embeddings.write_part(root, stay_keys, vectors[stay])
+    return {key: (name, row) for row, key in enumerate(sorted(stay_keys))}  # write_part orders rows by key
+
+
+def _repoint(out: Path, moved: dict[str, tuple[str | None, int | None]]) -> None:
+    """Set ``embedding_file`` / ``embedding_row`` of the ``moved`` records wherever a run keeps them."""
+    value_set = pa.array(sorted(moved), pa.string())
+    for path in sorted([*(out / "records").glob("*.parquet"), *(out / "work").rglob("*.parquet")]):
+        names = pq.read_schema(path).names
+        if embeddings.FILE not in names or "key" not in names:
+            continue
+        if not pc.any(_hits(pq.read_table(path, columns=["key"])["key"], value_set)).as_py():
+            continue
+        table = pq.read_table(path)
+        before = list(zip(table[embeddings.FILE].to_pylist(), table[embeddings.ROW].to_pylist()))
+        after = [moved.get(key, ref) for key, ref in zip(table["key"].to_pylist(), before)]
+        if after == before:
+            continue  # e.g. OUT/records, whose revoked rows were scrubbed already
+        files, rows = map(list, zip(*after))
+        table = records.put_column(table, embeddings.FILE, pa.array(files, table.schema.field(embeddings.FILE).type))
+        table = records.put_column(table, embeddings.ROW, pa.array(rows, table.schema.field(embeddings.ROW).type))
+        write_parquet_atomic(table, path)
+
+
+def _write_stats(out: Path) -> None:
+    """Counts again from the records; what only the run could say (``models``: which model made
+    each score) is kept from the stats the run wrote."""
+    path = out / stats.STATS
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    write_text_atomic(json.dumps({**previous, **stats.compute(out / "records")}, indent=2), path)

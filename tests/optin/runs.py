@@ -2,7 +2,8 @@
 
 Records of the opt-in source come from the real adapter over a store; a museum source
 adds records that no revocation may touch. Shards are written with ``shards.write_shard``
-in a layout the caller chooses, so a test knows which shards hold whose samples.
+in a layout the caller chooses, so a test knows which shards hold whose samples. Every
+record with an image has an embedding in ``OUT/embeddings``, in parts that mix sources.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import yaml
 
 from curate import catalog, records, shards, stats
 from curate.io import write_parquet_atomic, write_text_atomic
 from curate.optin.store import FILES, Store
+from curate.score import store as embeddings
 from curate.sources import optin as optin_adapter
 
 from .conftest import picture
@@ -56,6 +59,29 @@ def finish_row(row: dict[str, Any], shard: str | None) -> dict[str, Any]:
     return row
 
 
+EMBEDDING_PARTS = 3
+MODELS = {"embedding": "open_clip:cleanroom-tiny-clip/random-init"}
+
+
+def vector(key: str, dim: int = 8) -> np.ndarray:
+    """The test embedding of a record: from its key alone, so a test can tell whose row it reads."""
+    rng = np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
+    v = rng.standard_normal(dim)
+    return (v / np.linalg.norm(v)).astype(np.float16)
+
+
+def write_embeddings(out: Path, rows: list[dict[str, Any]], images: dict[str, bytes]) -> None:
+    """Parts of every third key (as Ray batches mix sources), referenced from each row."""
+    keys = sorted(k for k in images if k in {r["key"] for r in rows})
+    by_key = {r["key"]: r for r in rows}
+    for part in range(EMBEDDING_PARTS):
+        chunk = sorted(keys[part::EMBEDDING_PARTS])
+        if chunk:
+            name = embeddings.write_part(out / embeddings.RUN_DIR, chunk, np.stack([vector(k) for k in chunk]))
+            for row, key in enumerate(chunk):
+                by_key[key].update({embeddings.FILE: name, embeddings.ROW: row})
+
+
 def build_run(out: Path, store: Store, layout: dict[str, list[str]], rows: list[dict[str, Any]],
               images: dict[str, bytes], duplicates: list[str] = ()) -> None:
     """``layout``: shard name -> keys in it. Keys in ``duplicates`` end as exact duplicates; every
@@ -69,6 +95,7 @@ def build_run(out: Path, store: Store, layout: dict[str, list[str]], rows: list[
             row["duplicate_of"] = layout[next(iter(layout))][0]
         elif row["status"] == records.PENDING:
             records.finish(row, records.REJECTED, "min_side", "64 < 128")
+    write_embeddings(out, rows, images)
     for name, keys in layout.items():
         shards.write_shard(out / "shards", name, [by_key[k] for k in keys], {k: images[k] for k in keys})
     shards.write_index(out / "shards", list(layout))
@@ -82,7 +109,7 @@ def build_run(out: Path, store: Store, layout: dict[str, list[str]], rows: list[
                             {"source": "optin", "adapter": "optin", "metadata": [str(store.root)]}]}
     write_text_atomic(yaml.safe_dump(run_yaml), out / "run.yaml")
     catalog.build(out)
-    write_text_atomic(json.dumps(stats.compute(out / "records")), out / stats.STATS)
+    write_text_atomic(json.dumps({**stats.compute(out / "records"), "models": MODELS}), out / stats.STATS)
     write_text_atomic("", out / "DONE")
 
 

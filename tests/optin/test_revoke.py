@@ -8,7 +8,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import duckdb
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,9 +19,10 @@ from curate.optin.errors import OptinError
 from curate.optin.layout import REVOKED, run_log
 from curate.optin.options import SourceOptions
 from curate.optin.revoke import revoke
+from curate.score import store as embedding_store
 
 from .conftest import contributor, picture
-from .runs import build_run, members, museum_rows, optin_rows
+from .runs import MODELS, build_run, members, museum_rows, optin_rows, vector
 
 ANN_CAPTION = "Ann's cat on the windowsill"
 
@@ -144,9 +145,54 @@ def test_records_catalog_stats_work_files_and_logs_follow(store, scene):
     assert {s.status for s in store.submissions(scene["bob"].contributor_id)} == {"active"}
 
 
+def stored_rows(root: Path) -> dict[str, np.ndarray]:
+    """Key -> vector of every row of the store, pairing each part's metadata with its npy by position."""
+    metas = sorted((root / embedding_store.METADATA_DIR).glob("*.parquet"))
+    assert len(metas) == len(list((root / embedding_store.VECTORS_DIR).glob("*.npy")))  # no part left half
+    found = {}
+    for meta in metas:
+        keys = pq.read_table(meta)["key"].to_pylist()
+        vectors = np.load(embedding_store.part_paths(root, meta.stem.removeprefix("metadata_"))[0])
+        assert len(vectors) == len(keys)
+        found.update(zip(keys, vectors))
+    return found
+
+
+def test_a_revoked_contributor_leaves_no_embedding_and_the_other_rows_still_pair(store, scene):
+    out, ann_keys = scene["out"], scene["ann_keys"]
+    root = out / embedding_store.RUN_DIR
+    before = stored_rows(root)
+    assert len(ann_keys & before.keys()) == 4
+    revoke(store, scene["ann"].contributor_id, {"channel": "test"}, [out])
+    after = stored_rows(root)
+    assert after.keys() == before.keys() - ann_keys
+    assert all(np.array_equal(after[key], vector(key)) for key in after)
+    assert not any(np.array_equal(v, vector(key)) for key in ann_keys for v in after.values())
+    # Every reference, in the manifest and in the stage outputs, points at its own row.
+    for path in [*(out / "records").glob("*.parquet"), *(out / "work").rglob("*.parquet")]:
+        if embedding_store.FILE not in pq.read_schema(path).names:
+            continue
+        for row in pq.read_table(path).to_pylist():
+            if row["key"] in ann_keys:
+                assert row[embedding_store.FILE] is None and row[embedding_store.ROW] is None
+            else:
+                stored = np.load(root / row[embedding_store.FILE])[row[embedding_store.ROW]]
+                assert np.array_equal(stored, vector(row["key"])), (path, row["key"])
+    kept = catalog.query(out, "SELECT key FROM records WHERE status = 'kept'").to_pylist()
+    assert embedding_store.load(root, [r["key"] for r in kept]).vectors.shape == (7, 8)  # dedup's `against` read
+
+
+def test_stats_keep_the_models_that_scored_the_run(store, scene):
+    out = scene["out"]
+    revoke(store, scene["ann"].contributor_id, {"channel": "test"}, [out])
+    revoked = json.loads((out / stats.STATS).read_text())
+    assert revoked["models"] == MODELS and revoked["by_fate"]["rejected:revoked"] == 4
+
+
 @pytest.mark.parametrize("module, step", [
     (shards, "write_index"),  # shards rewritten, index not yet
     (revoke_module, "_drop_from_work"),  # shards and index done, work files and records not
+    (revoke_module, "_repoint"),  # new embedding parts written, references and old parts not
     (catalog, "build"),  # everything but the catalog and stats
 ])
 def test_an_interrupted_revocation_is_finished_by_running_it_again(store, scene, monkeypatch, module, step):
@@ -161,6 +207,7 @@ def test_an_interrupted_revocation_is_finished_by_running_it_again(store, scene,
     assert (again.records_revoked, again.samples_removed) == (4, 3)  # the whole pass, not the resumed part
     assert again.shards_removed == ["shard-00002"] and not (out / "shards" / "shard-00002.tar").exists()
     assert index_matches_files(out / "shards")
+    assert not scene["ann_keys"] & set(embedding_store.load(out / embedding_store.RUN_DIR).keys)
     settled = snapshot(out)
     _, (third,) = revoke(store, scene["ann"].contributor_id, {"channel": "test"}, [out])
     assert (third.pass_id, third.samples_removed, third.records_revoked) == (None, 0, 0)
@@ -192,10 +239,6 @@ def test_the_model_card_reports_the_revocation(store, scene):
     assert "trained before" not in report.card_section(out, datetime.now(timezone.utc) + timedelta(hours=1))
 
 
-@pytest.mark.xfail(not hasattr(shards, "SAMPLE_SCHEMA"), strict=True, raises=duckdb.ConversionException,
-                   reason="shards.write_shard infers its parquet types, so a shard whose samples all lack a "
-                          "consent id types the column null and the catalog cannot read later shards that have "
-                          "one; the SAMPLE_SCHEMA change to shards.py (opt-in report) fixes it")
 def test_catalog_reads_runs_whose_first_shard_has_no_opt_in_sample(store, tmp_path):
     ann = contributor(store, "Ann Example", "ann@example.org")
     submit.submit_bytes(store, ann.contributor_id, picture(1), SourceOptions())
