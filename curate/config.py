@@ -16,9 +16,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from curate import permissions, templates
 from curate.caption import CaptionConfig
 from curate.dedup import NearDedupConfig
 from curate.fetch import FetchSettings
+from curate.licenses import LicenseFileError
 from curate.score.filter import ScoringConfig
 from curate.sources import ADAPTERS
 
@@ -42,6 +44,8 @@ class Manifest(Strict):
     metadata: list[str] = Field(default_factory=list)  # paths or globs, relative to the manifest
     license_field: str
     homepage: str | None = None
+    # Permission files (licenses/permissions/<name>.yaml, or paths) covering this source's records.
+    permissions: list[str] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)
     fetch: dict[str, Any] = Field(default_factory=dict)  # FetchSettings fields
     attribution: str = "{title} by {creator}, {source_name}, {license_name}"
@@ -51,6 +55,12 @@ class Manifest(Strict):
     def _known_adapter(cls, value: str) -> str:
         if value not in ADAPTERS:
             raise ValueError(f"unknown adapter {value!r}; known: {', '.join(sorted(ADAPTERS))}")
+        return value
+
+    @field_validator("attribution")
+    @classmethod
+    def _attribution_parses(cls, value: str) -> str:
+        templates.parse(value)  # a bad template stops the run here, not at the first record
         return value
 
 
@@ -104,6 +114,7 @@ class ResolvedSource(Strict):
     options: dict[str, Any]
     fetch: FetchSettings
     attribution: str
+    permissions: list[str] = []  # absolute paths of permission files, checked when the pipeline resolves
     priority: int  # position in the pipeline: lower is preferred when duplicates meet
 
 
@@ -218,11 +229,26 @@ def resolve_sources(pipeline: Pipeline, pipeline_file: Path, variables: dict[str
             license_field=manifest.license_field,
             options=_expand({**manifest.options, **entry.options}, variables, where),
             fetch=settings, attribution=manifest.attribution, priority=priority,
+            permissions=_permission_files(manifest, path),
         ))
     names = [s.source for s in resolved]
     if len(set(names)) != len(names):
         raise ConfigError(f"{pipeline_file}: a source appears twice in sources: {names}")
     return resolved
+
+
+def _permission_files(manifest: Manifest, path: Path) -> list[str]:
+    files = []
+    for i, reference in enumerate(manifest.permissions):
+        file = permissions.path_of(reference, path.parent)
+        if not file.is_file():
+            raise ConfigError(f"{path}: permissions[{i}]: {file} does not exist")
+        try:
+            permissions.load(file, manifest.source)
+        except LicenseFileError as e:
+            raise ConfigError(str(e)) from None
+        files.append(str(file))
+    return files
 
 
 class RunConfig(Strict):

@@ -7,13 +7,14 @@ here from the manifest's template once the license is known.
 
 from __future__ import annotations
 
+import datetime
 import glob
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from curate import licenses, records, templates
+from curate import licenses, permissions, records, templates, verdict
 from curate.config import ConfigError, ResolvedSource
 from curate.sources import load_adapter
 
@@ -45,14 +46,23 @@ class Ingest:
 
     def __init__(self, sources: list[ResolvedSource]):
         self.sources = {s.source: s for s in sources}
+        self.permissions = {s.source: [permissions.load(p, s.source) for p in s.permissions] for s in sources}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = []
+        today = datetime.date.today()
         for item in batch.to_pylist():
             source = self.sources[item["source"]]
             read = load_adapter(source.adapter)
             for row in read(Path(item["path"]), source.source, source.options):
                 if row["status"] == records.PENDING:
+                    self._add_permissions(row, today)
                     row["attribution"] = attribution(row, source)
                 rows.append(row)
         return records.to_table(rows)
+
+    def _add_permissions(self, row: dict[str, Any], today: datetime.date) -> None:
+        """Evidence from the permission files that cover the record, before what the record says."""
+        found = [p for on_file in self.permissions[row["source"]] if (p := on_file.piece(row["source_id"], today))]
+        if found:
+            row.update(verdict.primary([*found, *verdict.row_pieces(row)]))

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import duckdb
 import pyarrow as pa
 
-from curate import catalog, dedup, demo, fetch, licenses, records, shards, stats
+from curate import catalog, dedup, demo, fetch, licenses, records, shards, stats, verdict
 from curate.caption import Captioner, ClipSimilarity, CocaCaptioner
 from curate.config import ConfigError, RunConfig, load_pipeline, resolve
 from curate.ingest import Ingest, work_items
@@ -146,7 +146,7 @@ class Run:
         policy = self.policy
         (ray.data.from_items(work_items(self.config.sources))
          .map_batches(Ingest(self.config.sources), batch_size=1, batch_format="pyarrow")
-         .map_batches(lambda t: licenses.apply_policy(t, policy), batch_format="pyarrow")
+         .map_batches(lambda t: verdict.apply_policy(t, policy), batch_format="pyarrow")
          .write_parquet(str(into)))
 
     def fetch(self) -> None:
@@ -220,7 +220,8 @@ class Run:
         if uses_images:
             ds = ds.map_batches(images.AttachImages(self.work / "fetch"), batch_format="pyarrow")
         if captions.captioner is not None:
-            ds = ds.map_batches(CocaCaptioner, fn_constructor_args=(captions,), batch_size=captions.captioner.batch_size,
+            ds = ds.map_batches(CocaCaptioner, fn_constructor_args=(captions,),
+                                batch_size=captions.captioner.batch_size,
                                 **model_stage())
         ds = ds.map_batches(Captioner(captions, {s.source: s.adapter for s in self.config.sources}),
                             batch_format="pyarrow")

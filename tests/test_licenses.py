@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from curate import licenses, records
+from curate import licenses, records, verdict
 from curate.licenses import LicenseFileError, Policy, normalize, normalize_any
 
 # Evidence as sources write it -> the id it must give.
@@ -41,6 +41,7 @@ SPELLINGS = [
     ("&copy;", "all-rights-reserved"),
     ("opt-in", "opt-in"),
     ("permission-granted", "permission-granted"),
+    ("GFDL", "GFDL"),
 ]
 
 URLS = [
@@ -76,7 +77,6 @@ UNRECOGNISED = [
     "CC BY 4.0 fi",  # 4.0 has no ports
     "CC BY-SA 5.0",
     "CC BY-SA 3.0, 2.5",  # several versions: not one license
-    "GFDL",
     "museovirasto.CC0641BB5337F541CBD19169838BAC1F",  # "CC0" inside an id is hex
     "Public domain in some countries",
     "https://example.org/licenses/by/4.0/",
@@ -135,7 +135,8 @@ def test_fixture_license_values(value: str, expected: str) -> None:
 # Flickr's license names map to ids only through Flickr's own table; their URLs are enough.
 @pytest.mark.parametrize(("name", "url", "expected"), [
     ("All Rights Reserved", "", "all-rights-reserved"),
-    ("Attribution-NonCommercial-ShareAlike License", "https://creativecommons.org/licenses/by-nc-sa/2.0/", "CC-BY-NC-SA-2.0"),
+    ("Attribution-NonCommercial-ShareAlike License", "https://creativecommons.org/licenses/by-nc-sa/2.0/",
+     "CC-BY-NC-SA-2.0"),
     ("Attribution License", "https://creativecommons.org/licenses/by/2.0/", "CC-BY-2.0"),
     ("No known copyright restrictions", "https://www.flickr.com/commons/usage/", "no-known-copyright"),
     ("United States Government Work", "http://www.usa.gov/copyright.shtml", "us-government-work"),
@@ -149,7 +150,7 @@ def test_flickr_license_table(name: str, url: str, expected: str) -> None:
 def test_normalize_any_returns_the_value_that_matched() -> None:
     assert normalize_any(None, "", "CC BY-SA", "CC BY-SA 3.0 es") == ("CC-BY-SA-3.0-ES", "CC BY-SA 3.0 es")
     # Nothing recognised: the first evidence seen is kept for the rejection detail.
-    assert normalize_any(None, "GFDL", "Some terms") == (None, "GFDL")
+    assert normalize_any(None, "Our terms", "Some terms") == (None, "Our terms")
     assert normalize_any(None, " ") == (None, None)
 
 
@@ -276,11 +277,11 @@ def test_apply_policy() -> None:
         records.candidate("commons", "1", license="CC0-1.0", license_field="License", license_value="cc0"),
         records.candidate("commons", "2", license="CC-BY-SA-3.0-ES", license_field="LicenseShortName",
                           license_value="CC BY-SA 3.0 es", license_url="https://example.org/own-url"),
-        records.candidate("commons", "3", license=None, license_field="LicenseShortName", license_value="GFDL"),
+        records.candidate("commons", "3", license=None, license_field="LicenseShortName", license_value="Our terms"),
         records.rejected("commons", "4", "no_image", "metadata only", license="CC-BY-4.0"),
         records.candidate("local", "5", license="opt-in", consent_id="c-1"),
     ]
-    out = licenses.apply_policy(records.to_table(rows), Policy.default())
+    out = verdict.apply_policy(records.to_table(rows), Policy.default())
     assert out.schema == records.SCHEMA
     got = out.select(["status", "reason", "license_url", "detail"]).to_pylist()
     assert [(r["status"], r["reason"]) for r in got] == [
@@ -288,17 +289,16 @@ def test_apply_policy() -> None:
         ("rejected", "license_not_allowed"),
         ("rejected", "license_unknown"),
         ("rejected", "no_image"),  # terminal rows keep their fate
-        ("pending", ""),
+        ("rejected", "permission_unverified"),  # opt-in needs a consent in the store behind it
     ]
     assert got[0]["license_url"] == "https://creativecommons.org/publicdomain/zero/1.0/"
     assert got[1]["license_url"] == "https://example.org/own-url"  # the source's own URL is kept
     assert got[3]["license_url"] == "https://creativecommons.org/licenses/by/4.0/"
-    assert got[4]["license_url"] is None  # opt-in has no URL
     assert got[1]["detail"] == ("license CC-BY-SA-3.0-ES (family cc-by-sa) is not allowed by policy default "
                                 "(from LicenseShortName 'CC BY-SA 3.0 es')")
-    assert got[2]["detail"] == "no recognised license (from LicenseShortName 'GFDL')"
+    assert got[2]["detail"] == "LicenseShortName 'Our terms' is not a license we recognise"
     assert got[3]["detail"] == "metadata only"
 
 
 def test_apply_policy_on_empty_table() -> None:
-    assert licenses.apply_policy(records.empty_table(), Policy.default()).num_rows == 0
+    assert verdict.apply_policy(records.empty_table(), Policy.default()).num_rows == 0

@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
-from curate import records
+from curate import records, verdict
 from curate.sources._fields import (flag, guarded, ident, kind, malformed, option_flag, raw,
                                     require_path)
 from curate.sources import json_documents, text
@@ -145,9 +145,8 @@ def _described(record: dict, artwork_id: str, origin: str) -> dict[str, Any]:
     return dict(
         origin=origin,
         page_url=PAGE_URL.format(id=artwork_id),
-        license=LICENSES.get(flag(public_domain)),
-        license_field="is_public_domain",
-        license_value=raw(public_domain),
+        **verdict.primary([*verdict.mapped("is_public_domain", raw(public_domain), LICENSES.get(flag(public_domain))),
+                           *verdict.pieces("copyright_notice", text(record.get("copyright_notice")), verdict.MENTION)]),
         creator=creator(record),
         title=text(record.get("title")),
         date=text(record.get("date_display")),

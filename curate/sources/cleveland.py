@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
-from curate import records
+from curate import records, verdict
 from curate.sources import text
 from curate.sources._fields import ident, joined, json_records, kind, malformed, raw
 
@@ -72,9 +72,9 @@ def _described(record: dict, origin: str) -> dict[str, Any]:
     return dict(
         origin=origin,
         page_url=text(record.get("url")),
-        license=LICENSES.get(status) if isinstance(status, str) else None,
-        license_field="share_license_status",
-        license_value=raw(status),
+        **verdict.primary([*verdict.mapped("share_license_status", raw(status),
+                                           LICENSES.get(status) if isinstance(status, str) else None),
+                           *verdict.pieces("copyright", text(record.get("copyright")), verdict.MENTION)]),
         creator=creator(record.get("creators")),
         title=text(record.get("title")),
         date=text(record.get("creation_date")),

@@ -12,20 +12,29 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from curate import licenses, records
+from curate import records, verdict
 from curate.sources import json_documents, text
 from curate.sources._html import strip_html, text_by_language
 
 EXT = "imageinfo[0].extmetadata"
 PAGE_KEYS = frozenset({"pageid", "title", "imageinfo", "ns"})
-# Tried in this order: the machine id first, then the display forms. Public-domain files
-# carry only ``License: pd`` + ``LicenseShortName: Public domain``; "No restrictions" files
-# have no ``License`` at all, so the later fields are evidence in their own right.
+# Every field that speaks about the license is evidence, the machine id first (the license
+# column shows the first one read). "No restrictions" files have no ``License`` at all, so
+# each field is evidence in its own right; the verdict weighs them together.
 LICENSE_FIELDS = ("License", "LicenseShortName", "LicenseUrl", "UsageTerms")
+COPYRIGHTED_FIELD = "Copyrighted"
+# Categories carry the license templates too ("PD NASA", "CC-Zero", "PD-old-70-expired"); of
+# the other categories ("Paintings by ...") only those that name a license count.
+CATEGORY_FIELD = "Categories"
+# Upload-log sentences in the Artist field name who uploaded a file, not who made it.
+_UPLOAD_LOG = re.compile(r"\b(original uploader|uploaded by|upload(ed)? from|transferred from|hochgeladen von|"
+                         r"bot upload|file:upload bot|moved from|übertragen aus)\b",
+                         re.IGNORECASE)
 # Commons hosts video, audio, scanned books and 3D models next to images; only still
 # images go on. ``mediatype`` is present when the query asked for it, else the file type
 # decides. Both are deny-lists: a value we do not know (a new file type) is left to the fetcher.
@@ -100,13 +109,12 @@ def _row(source: str, origin: str, page: Any, language: str) -> dict:
     if not_still:
         return reject(source_id, "not_image", not_still)
 
-    license_id, license_field, license_value = _license(ext, language)
     return records.candidate(
         source, source_id, origin=origin, url=url,
         page_url=text(info.get("descriptionurl")) or text(info.get("descriptionshorturl")),
-        license=license_id, license_field=license_field, license_value=license_value,
+        **verdict.primary(_evidence(ext, language)),
         license_url=_single(ext, "LicenseUrl", language),
-        creator=strip_html(_single(ext, "Artist", language)),
+        creator=_creator(_single(ext, "Artist", language)),
         title=strip_html(_single(ext, "ObjectName", language)) or _title_from_file(page.get("title")),
         date=strip_html(_single(ext, "DateTimeOriginal", language)),
         meta=_meta(page, info, ext, file_type, language),
@@ -134,15 +142,25 @@ def _single(ext: Mapping, name: str, language: str) -> str | None:
     return text(value)
 
 
-def _license(ext: Mapping, language: str) -> tuple[str | None, str | None, str | None]:
-    """(license id, field path, raw value) of the first evidence ``normalize_any`` recognises.
+def _evidence(ext: Mapping, language: str) -> list[verdict.Piece]:
+    """Every license-bearing field: the license fields, the copyrighted flag and the categories."""
+    found = [piece for name in LICENSE_FIELDS
+             for piece in verdict.pieces(f"{EXT}.{name}.value", _single(ext, name, language))]
+    found += verdict.pieces(f"{EXT}.{COPYRIGHTED_FIELD}.value", _single(ext, COPYRIGHTED_FIELD, language),
+                            verdict.COPYRIGHTED)
+    for category in _categories(ext, language):
+        found += verdict.pieces(f"{EXT}.{CATEGORY_FIELD}.value", category, verdict.MENTION)
+    return found
 
-    Unrecognised evidence still names its first field so the reviewer sees what was there.
-    """
-    evidence = {f"{EXT}.{name}.value": _single(ext, name, language) for name in LICENSE_FIELDS}
-    license_id, matched = licenses.normalize_any(*evidence.values())
-    field = next((f for f, v in evidence.items() if matched is not None and v == matched), None)
-    return license_id, field, matched
+
+def _categories(ext: Mapping, language: str) -> list[str]:
+    return [c.strip() for c in (_single(ext, CATEGORY_FIELD, language) or "").split("|") if c.strip()]
+
+
+def _creator(artist: str | None) -> str | None:
+    """The Artist field's visible text, unless it is an upload-log sentence rather than a name."""
+    name = strip_html(artist)
+    return None if name is None or _UPLOAD_LOG.search(name) else name
 
 
 def _description(ext: Mapping) -> str | dict[str, str] | None:
@@ -155,11 +173,11 @@ def _description(ext: Mapping) -> str | dict[str, str] | None:
 
 
 def _meta(page: Mapping, info: Mapping, ext: Mapping, file_type: str | None, language: str) -> dict[str, Any]:
-    categories = _single(ext, "Categories", language) or ""
     return {
         "description": _description(ext),
-        "categories": [c.strip() for c in categories.split("|") if c.strip()],
+        "categories": _categories(ext, language),
         "credit": strip_html(_single(ext, "Credit", language)),
+        "artist": strip_html(_single(ext, "Artist", language)),
         "attribution": strip_html(_single(ext, "Attribution", language)),
         "copyrighted": _single(ext, "Copyrighted", language),
         "attribution_required": _single(ext, "AttributionRequired", language),

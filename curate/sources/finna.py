@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote
 
-from curate import licenses, records
+from curate import records, verdict
 from curate.sources import json_documents, text
 
 DEFAULT_BASE_URL = "https://api.finna.fi"
@@ -91,15 +91,14 @@ def _rows(source: str, origin: str, record: Any, base_url: str) -> Iterator[dict
 def _shared_fields(record: Mapping, record_id: str) -> dict[str, Any]:
     """Record-level fields every image of the record carries."""
     rights = record.get("imageRights") if isinstance(record.get("imageRights"), dict) else {}
-    evidence = {"imageRights.copyright": text(rights.get("copyright")), "imageRights.link": text(rights.get("link"))}
-    license_id, matched = licenses.normalize_any(*evidence.values())
-    license_field = next((f for f, v in evidence.items() if matched is not None and v == matched), None)
+    # The short label and the link are both statements of the image license; the verdict
+    # weighs them together (a CC0 label with a BY-NC link is a conflict, not CC0).
+    evidence = [*verdict.pieces("imageRights.copyright", text(rights.get("copyright"))),
+                *verdict.pieces("imageRights.link", text(rights.get("link")))]
     return {
         "page_url": RECORD_PAGE.format(quote(record_id, safe=":")),
-        "license": license_id,
-        "license_field": license_field,
-        "license_value": matched,
-        "license_url": evidence["imageRights.link"],
+        **verdict.primary(evidence),
+        "license_url": text(rights.get("link")),
         "creator": "; ".join(_authors(record)) or None,
         "title": text(record.get("title")) or text(record.get("shortTitle")),
         "date": _date(record),

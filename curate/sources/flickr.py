@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from curate import licenses, records
+from curate import licenses, records, verdict
 from curate.sources import json_lines, text
 from curate.sources._html import strip_html
 
@@ -115,9 +115,8 @@ def _row(source: str, origin: str, photo: Any, table: Mapping[str, FlickrLicense
         source, source_id, origin=origin, url=url,
         page_url=(PHOTO_PAGE.format(owner=owner, id=source_id) if owner
                   else PHOTO_PAGE_NO_OWNER.format(id=source_id)),
-        license=entry.license if entry else None,
-        license_field="license" if license_value is not None else None,
-        license_value=license_value,
+        **verdict.primary([*verdict.mapped("license", license_value, entry.license if entry else None),
+                           *_description_evidence(photo)]),
         license_url=entry.url if entry else None,
         creator=text(photo.get("ownername")) or owner,
         title=text(photo.get("title")),
@@ -142,13 +141,24 @@ def _date_taken(photo: Mapping) -> str | None:
     return text(photo.get("datetaken"))
 
 
-def _meta(photo: Mapping) -> dict[str, Any]:
+def _description(photo: Mapping) -> Any:
     description = photo.get("description")
-    if isinstance(description, dict):
-        description = description.get("_content")
+    return description.get("_content") if isinstance(description, dict) else description
+
+
+def _description_evidence(photo: Mapping) -> list[verdict.Piece]:
+    """The photographer's own words beside the license id ("all rights reserved", a BY-NC link)
+    count against it; a description that names no license says nothing."""
+    description = _description(photo)
+    if not isinstance(description, str):
+        return []
+    return verdict.pieces("description._content", description, verdict.MENTION)
+
+
+def _meta(photo: Mapping) -> dict[str, Any]:
     tags = text(photo.get("tags")) or ""
     return {
-        "description": strip_html(description),
+        "description": strip_html(_description(photo)),
         "tags": tags.split(),
         "source_width": _int(photo.get("o_width")),
         "source_height": _int(photo.get("o_height")),

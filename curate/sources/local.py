@@ -8,9 +8,12 @@ any case; recursively, in sorted order) is one row. Metadata, all optional:
 - the folder default license, option ``license`` (e.g. the manifest says all files are CC0-1.0).
 
 Known keys: title, creator, date, license, license_url, description, consent_id, source_id;
-other string (or list of strings) keys go to ``meta``. Per-file evidence wins over the
-folder default, and a sidecar over ``metadata.jsonl``: the closer the statement is to the
-file, the more specifically it speaks about it.
+other string (or list of strings) keys go to ``meta``. For descriptive fields a sidecar wins
+over ``metadata.jsonl``: the closer the statement is to the file, the more specifically it
+speaks about it. License statements are all evidence (sidecar, ``metadata.jsonl``, folder
+default, each ``license`` and ``license_url``): ``curate.verdict`` weighs them together, so a
+file whose statements disagree is a conflict. A sidecar cannot make a file opt-in or
+permission-granted: those need a consent in the contributions store or a permission file.
 
 Options:
     license, license_url: the folder default license evidence.
@@ -24,13 +27,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 from urllib.parse import quote
 
-from curate import licenses, records
+from curate import records, verdict
 from curate.sources import json_lines, text
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff"})
 METADATA_FILE = "metadata.jsonl"
 STRING_KEYS = ("title", "creator", "date", "license", "license_url", "description", "consent_id", "source_id")
-DEFAULT_FIELD = "manifest:options.license"
+LICENSE_KEYS = ("license", "license_url")
 
 
 def read(path: Path, source: str, options: dict) -> Iterator[dict]:
@@ -151,30 +154,31 @@ def _read_sidecar(sidecar: Path) -> tuple[dict[str, Any], str, str | None]:
 def _row(source: str, root: Path, rel: str, image: Path,
          listed: tuple[str, dict[str, Any]] | None, options: dict) -> dict:
     origin, fields = listed if listed else (str(image), {})
-    license_field = METADATA_FILE + ":license" if "license" in fields else None
+    evidence = _evidence(METADATA_FILE, fields)
     sidecar = _sidecar(image)
     if sidecar:
         origin = f"{sidecar}:1"
         extra, raw, problem = _read_sidecar(sidecar)
         if problem:
             return records.rejected(source, rel, "malformed_record", f"{origin}: {problem}", origin=origin, raw=raw)
-        if "license" in extra:
-            license_field = f"{sidecar.relative_to(root).as_posix()}:license"
+        evidence = _evidence(sidecar.relative_to(root).as_posix(), extra) + evidence
         fields = {**fields, **extra}
-
-    if license_field is None and text(options.get("license")):
-        license_value, license_field = text(options["license"]), DEFAULT_FIELD
-        license_url = text(options.get("license_url"))
-    else:
-        license_value, license_url = fields.get("license"), fields.get("license_url")
+    # The folder default is evidence too: a sidecar that contradicts it is a conflict to look
+    # at, not an override.
+    evidence += _evidence("manifest:options", options)
+    license_url = fields.get("license_url") or text(options.get("license_url"))
     meta = {key: item for key, item in fields.items() if key not in STRING_KEYS}
     return records.candidate(
         source, fields.get("source_id", rel), origin=origin, url=_url(rel, image, options.get("base_url")),
-        license=licenses.normalize(license_value), license_field=license_field, license_value=license_value,
+        **verdict.primary(evidence),
         license_url=license_url, creator=fields.get("creator"), title=fields.get("title"), date=fields.get("date"),
         consent_id=fields.get("consent_id"),
         meta={"description": fields.get("description"), "file": rel, **meta},
     )
+
+
+def _evidence(where: str, fields: dict[str, Any]) -> list[verdict.Piece]:
+    return [piece for key in LICENSE_KEYS for piece in verdict.pieces(f"{where}:{key}", text(fields.get(key)))]
 
 
 def _url(rel: str, image: Path, base_url: Any) -> str:

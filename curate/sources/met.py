@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
-from curate import records
+from curate import records, verdict
 from curate.sources import text
 from curate.sources._fields import flag, ident, joined, json_records, kind, malformed, option_flag, raw
 
@@ -81,9 +81,10 @@ def _described(record: dict, origin: str) -> dict[str, Any]:
     return dict(
         origin=origin,
         page_url=text(record.get("objectURL")),
-        license=LICENSES.get(flag(public_domain)),
-        license_field="isPublicDomain",
-        license_value=raw(public_domain),
+        # The rights line speaks for in-copyright objects; beside isPublicDomain=true it is a conflict.
+        **verdict.primary([*verdict.mapped("isPublicDomain", raw(public_domain), LICENSES.get(flag(public_domain))),
+                           *verdict.pieces("rightsAndReproduction", text(record.get("rightsAndReproduction")),
+                                           verdict.MENTION)]),
         creator=text(record.get("artistDisplayName")) or _constituents(record.get("constituents")),
         title=text(record.get("title")),
         date=text(record.get("objectDate")),

@@ -17,7 +17,7 @@ import io
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from curate import records
+from curate import records, verdict
 from curate.sources import text
 from curate.sources._fields import flag, ident, malformed, require_path
 
@@ -142,9 +142,7 @@ def _described(obj: dict, image: dict, object_id: str, origin: str) -> dict[str,
     return dict(
         origin=origin,
         page_url=PAGE_URL.format(id=object_id),
-        license=LICENSES.get(flag(openaccess)),
-        license_field="openaccess",
-        license_value=openaccess,
+        **verdict.primary(verdict.mapped("openaccess", openaccess, LICENSES.get(flag(openaccess)))),
         creator=text(obj.get("attribution")),
         title=text(obj.get("title")),
         date=text(obj.get("displaydate")),

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote
 
-from curate import records
+from curate import records, verdict
 from curate.optin import options as optin_options
 from curate.optin.consent import Scope, evidence_value
 from curate.optin.layout import REVOKED
@@ -48,15 +48,18 @@ def read(path: Path, source: str, options: dict) -> Iterator[dict]:
             yield records.rejected(source, row["submission_id"], REVOKED, f"consent {row['consent_id']} revoked",
                                    origin=origin, license=LICENSE, consent_id=row["consent_id"])
             continue
-        yield _candidate(source, row, origin, _url(Path(path), row["file"], settings.base_url))
+        yield _candidate(source, row, origin, _url(Path(path), row["file"], settings.base_url), Path(path))
 
 
-def _candidate(source: str, row: dict[str, Any], origin: str, url: str) -> dict:
+def _candidate(source: str, row: dict[str, Any], origin: str, url: str, store_path: Path) -> dict:
     scope = Scope(training=bool(row["scope_training"]), model_release=bool(row["scope_model_release"]),
                   credit=bool(row["scope_credit"]))
+    # The store is the only thing that can make a record opt-in: the consent was active when read.
+    consent = verdict.claim(LICENSE_FIELD, evidence_value(row["text_version"], scope), LICENSE,
+                            f"consent {row['consent_id']} active in {store_path / REGISTRY}")
     return records.candidate(
-        source, row["submission_id"], origin=origin, url=url, license=LICENSE, license_field=LICENSE_FIELD,
-        license_value=evidence_value(row["text_version"], scope), consent_id=row["consent_id"],
+        source, row["submission_id"], origin=origin, url=url, **verdict.primary([consent]),
+        consent_id=row["consent_id"],
         creator=row["display_name"] if scope.credit else None, title=row["title"],
         meta={"description": row["caption"]},
     )

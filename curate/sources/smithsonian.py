@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from curate import licenses, records
+from curate import records, verdict
 from curate.sources import text
 from curate.sources._fields import ident, joined, json_records, kind, malformed, raw
 
@@ -64,10 +64,11 @@ def _rows(row: dict, origin: str, source: str, rendition: str) -> list[dict]:
         return [malformed(source, origin, f"online_media.media is {kind(media)}, expected a list",
                           row, row_id)]
     described = _described(row, content, dnr, origin)
+    rights = _object_rights(content)
     rows, seen = [], set()
     for i, item in enumerate(media):
         source_id = _media_id(row_id, item, i, seen)
-        rows.append(_media_row(source, source_id, item, i, origin, rendition, described))
+        rows.append(_media_row(source, source_id, item, i, origin, rendition, described, rights))
     return rows
 
 
@@ -81,11 +82,11 @@ def _media_id(row_id: str, item: Any, index: int, seen: set[str]) -> str:
 
 
 def _media_row(source: str, source_id: str, item: Any, i: int, origin: str, rendition: str,
-               described: dict[str, Any]) -> dict:
+               described: dict[str, Any], rights: list[verdict.Piece]) -> dict:
     if not isinstance(item, dict):
         return malformed(source, origin, f"online_media.media[{i}] is {kind(item)}, expected an object",
                          item, source_id)
-    fields = {**described, **_license(item, i)}
+    fields = {**described, **_license(item, i, rights)}
     media_type = item.get("type")
     if media_type != IMAGE_TYPE:
         return records.rejected(source, source_id, "not_image",
@@ -110,11 +111,22 @@ def image_url(item: dict, rendition: str) -> str | None:
     return text(item.get("content"))
 
 
-def _license(item: dict, i: int) -> dict[str, Any]:
-    usage = item.get("usage")
-    access = usage.get("access") if isinstance(usage, dict) else None
-    return dict(license=licenses.normalize(access), license_field=f"{MEDIA}[{i}].usage.access",
-                license_value=raw(access))
+def _license(item: dict, i: int, rights: list[verdict.Piece]) -> dict[str, Any]:
+    """The media item's own usage statement first, then the object's rights lines."""
+    usage = item.get("usage") if isinstance(item.get("usage"), dict) else {}
+    found = [*verdict.pieces(f"{MEDIA}[{i}].usage.access", raw(usage.get("access"))),
+             *verdict.pieces(f"{MEDIA}[{i}].usage.text", raw(usage.get("text"))), *rights]
+    return verdict.primary(found)
+
+
+def _object_rights(content: dict) -> list[verdict.Piece]:
+    """``freetext.objectRights`` lines: mostly about visiting the archive, so they count only when
+    they name a license (a "non-commercial use only" line there still refuses the image)."""
+    freetext = content.get("freetext") if isinstance(content.get("freetext"), dict) else {}
+    lines = freetext.get("objectRights") if isinstance(freetext.get("objectRights"), list) else []
+    return [piece for j, line in enumerate(lines) if isinstance(line, dict)
+            for piece in verdict.pieces(f"content.freetext.objectRights[{j}].content", text(line.get("content")),
+                                        verdict.MENTION)]
 
 
 def _described(row: dict, content: dict, dnr: dict, origin: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from curate import licenses, records
+from curate import licenses, records, verdict
 from curate.config import load_manifest, load_pipeline, resolve_sources
 from curate.ingest import Ingest
 from curate.optin import submit
@@ -64,7 +64,7 @@ def test_the_ingest_stage_reads_the_store_through_the_manifest(store, contributi
     sources = resolve_sources(load_pipeline(pipeline), pipeline, {"out": str(tmp_path)})
     assert load_manifest(MANIFEST).adapter == "optin"
     table = Ingest(sources)(pa.table({"source": ["optin"], "path": [str(store.root)]}))
-    table = licenses.apply_policy(table, licenses.Policy.default())
+    table = verdict.apply_policy(table, licenses.Policy.default())
     fates = sorted((r["status"], r["reason"], r["attribution"]) for r in table.to_pylist())
     assert fates == [("pending", "", "Heron by Ann Example, Opt-in contributors"),
                      ("pending", "", "Opt-in contributors"),

@@ -77,7 +77,7 @@ def test_sidecar_then_metadata_jsonl_then_folder_default(folder):
         "a.jpg": ("CC-BY-4.0", "a.json:license", "CC BY 4.0"),  # the sidecar beats metadata.jsonl
         "birds/Robin Photo.PNG": ("CC0-1.0", "metadata.jsonl:license", "cc0"),
         "contrib-0042": ("public-domain", "birds/z.webp.json:license", "Public domain"),
-        "c.TIFF": ("CC0-1.0", "manifest:options.license", "CC0-1.0"),
+        "c.TIFF": ("CC0-1.0", "manifest:options:license", "CC0-1.0"),
     }
     assert rows["birds/Robin Photo.PNG"]["license_url"] == "https://creativecommons.org/publicdomain/zero/1.0/"
 
