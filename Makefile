@@ -34,6 +34,7 @@ demo: install
 	$(BIN)/cleanroom memorization $(MODEL) --samples $(MODEL)/samples --out $(MODEL)/memorization
 
 test: install /usr/bin/chromedriver
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 test-slow: install /usr/bin/chromedriver

@@ -1,17 +1,13 @@
 """The demo pipeline end to end on local Ray: what a data engineer sees in OUT."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
+import curate.run as curate_run
 from curate import licenses
 from curate.cli import main
 from curate.config import ConfigError
@@ -102,6 +98,17 @@ def test_near_duplicates_of_a_contribution_point_at_the_original(demo_out):
     assert rows["contribution-2-crop.jpg"]["duplicate_of"] == original["key"]
 
 
+def test_template_syntax_in_a_title_and_creator_is_text_in_attribution_and_caption(demo_out):
+    # The demo corpus names contribution-3 "Garden study 3 {title:*>50000000} {0} [x]", by
+    # "Demo Contributor {title:>99999999999999999999} {creator}": the run finished, and shows them.
+    row = next(r for r in manifest(demo_out) if r["source_id"] == "contribution-3.jpg")
+    title = "Garden study 3 {title:*>50000000} {0} [x]"
+    creator = "Demo Contributor {title:>99999999999999999999} {creator}"
+    assert (row["status"], row["title"], row["creator"]) == ("kept", title, creator)
+    assert row["attribution"] == f"{title} by {creator}, Creative Commons Zero 1.0 Universal"
+    assert row["caption"] == f"{title}, by {creator}"
+
+
 def test_scores_name_the_models_that_made_them(demo_out):
     stats = json.loads((demo_out / "stats.json").read_text())
     assert "cleanroom-tiny-clip" in json.dumps(stats["models"])
@@ -117,27 +124,35 @@ def test_stats_count_every_stage(demo_out):
     assert sum(stats["by_fate"].values()) == stats["records"]
 
 
-def test_rerunning_a_finished_run_changes_nothing(demo_out):
+def test_rerunning_a_finished_run_changes_nothing(demo_out, monkeypatch):
     before = {p: p.stat().st_mtime_ns for p in demo_out.rglob("*") if p.is_file() and "demo-corpus" not in p.parts}
-    started = time.monotonic()
+
+    def no_session(*args, **kwargs):
+        raise AssertionError("a finished run started Ray")
+
+    monkeypatch.setattr(curate_run, "ray_session", no_session)
     run(DEMO, demo_out)
-    assert time.monotonic() - started < 10
     after = {p: p.stat().st_mtime_ns for p in demo_out.rglob("*") if p.is_file() and "demo-corpus" not in p.parts}
     assert before == after
 
 
-def test_interrupted_run_resumes_without_losing_or_duplicating(tmp_path, demo_out):
+def test_interrupted_run_resumes_without_losing_or_duplicating(tmp_path, demo_out, monkeypatch):
+    """A run that dies inside a stage (after writing part of it) resumes from its finished stages."""
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "curate.cli", "curate", "run", str(DEMO), "--out", str(out)]
-    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (out / "work" / "captioned").exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (out / DONE).exists()
+
+    def dies_midway(self, into):
+        (into / "part.parquet").write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(curate_run.Run, "assign", dies_midway)
+        with pytest.raises(KeyboardInterrupt):
+            run(DEMO, out)
+    assert not (out / DONE).exists() and (out / "work" / "captioned").exists()
+    assert (out / "work" / "assign.partial" / "part.parquet").exists()
 
     run(DEMO, out)
+    assert not (out / "work" / "assign.partial").exists()
     resumed = manifest(out)
     assert len({r["key"] for r in resumed}) == len(resumed) == input_records(out)
     # The corpus is generated from the same seed, so an uninterrupted run is the reference.

@@ -492,7 +492,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                    "folder and a single-file (LDM) checkpoint")
     command.add_argument("model", help="model folder (OUT/diffusion/final) or the training run folder OUT")
     command.add_argument("--out", required=True, help="pipeline folder to create (must not exist)")
-    command.add_argument("--sampler", default="dpmpp-2m", help=f"the pipeline's scheduler: {', '.join(sample.SAMPLERS)} (default: dpmpp-2m)")
+    command.add_argument("--sampler", default="dpmpp-2m",
+                         help=f"the pipeline's scheduler: {', '.join(sample.SAMPLERS)} (default: dpmpp-2m)")
     command.add_argument("--no-karras", action="store_true",
                          help="plain sigmas; by default Karras sigmas where the sampler offers them (euler, "
                               "dpmpp-2m, lms)")

@@ -6,7 +6,6 @@ accelerate beyond the device it is given.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

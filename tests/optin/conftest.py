@@ -9,22 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate import records, stats
 from curate.optin import consent
 from curate.optin.consent import Scope
-from curate.optin.layout import REVOKED
 from curate.optin.store import Contributor, Store
-from curate.sources import ADAPTERS
-
-
-@pytest.fixture(autouse=True)
-def optin_registered(monkeypatch):
-    """Until the lead registers them: the adapter in ADAPTERS, the reason in records.REASONS and
-    stats.STAGE_OF_REASON. Each patch is a no-op once the real entry exists."""
-    monkeypatch.setitem(ADAPTERS, "optin", "curate.sources.optin")
-    if REVOKED not in records.REASONS[records.REJECTED]:
-        monkeypatch.setitem(records.REASONS, records.REJECTED, (*records.REASONS[records.REJECTED], REVOKED))
-    monkeypatch.setitem(stats.STAGE_OF_REASON, REVOKED, stats.STAGE_OF_REASON.get(REVOKED, "ingest"))
 
 
 def picture(seed: int, width: int = 64, height: int = 48, fmt: str = "JPEG", **save: object) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import duckdb
-import pytest
 
 from curate import catalog
 from curate.optin import submit
@@ -58,8 +57,6 @@ def test_run_tables_follow_the_run_and_load_into_duckdb(store, tmp_path):
     assert run_tables(tmp_path / "plain") == {}
 
 
-@pytest.mark.skipif(not hasattr(catalog, "optin_tables"),
-                    reason="catalog.build does not add curate.optin.catalog.run_tables yet (the lead wires it)")
 def test_the_run_catalog_holds_the_registry_after_a_revocation(store, tmp_path):
     ann = contributor(store, "Ann Example", "ann@example.org")
     submit.submit_bytes(store, ann.contributor_id, picture(1), SourceOptions())

@@ -15,16 +15,12 @@ from curate.optin import submit
 from curate.optin.layout import REVOKED
 from curate.optin.options import SourceOptions
 from curate.optin.revoke import revoke
-from curate.sources import ADAPTERS
 
 from .conftest import contributor, picture
 from .runs import members
 
 ROOT = Path(__file__).resolve().parents[2]
-# Ray workers import curate.sources afresh: the adapter must be registered for real, not patched.
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif("optin" not in ADAPTERS, reason="the optin adapter is not in curate.sources "
-                                 "ADAPTERS yet (the lead registers it)")]
+pytestmark = pytest.mark.slow
 
 
 def test_opt_in_submissions_run_through_the_pipeline_and_revocation_cleans_the_run(store, tmp_path):

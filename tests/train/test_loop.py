@@ -58,7 +58,8 @@ def test_diffusion_run_uses_the_trained_autoencoder_and_exports(autoencoder_run:
     summary = train("diffusion", config, tmp_path)
     final = tmp_path / "diffusion" / "final"
     assert summary.step == 4 and summary.final == final
-    assert {"unet", "vae", "conditioning", "scheduler", "config.yaml", "training.json"} <= {p.name for p in final.iterdir()}
+    expected = {"unet", "vae", "conditioning", "scheduler", "config.yaml", "training.json"}
+    assert expected <= {p.name for p in final.iterdir()}
     assert json.loads((final / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
     assert json.loads((tmp_path / "diffusion" / "samples" / "step-00000004.json").read_text())["labels"] == [
         "a red square", ""]
