@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 import pytest
@@ -83,6 +84,13 @@ def judged(rows: list[dict]) -> list[dict]:
     return verdict.apply_policy(records.to_table(rows), Policy.default()).to_pylist()
 
 
+def read_jsonl(tmp_path: Path, adapter: ModuleType, cases: list[dict]) -> list[dict]:
+    """The verdicts on ``cases`` written as one JSON-lines file and read by ``adapter``."""
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(json.dumps(c) for c in cases) + "\n")
+    return judged(list(adapter.read(path, "fuzz", {})))
+
+
 def assert_refused(rows: list[dict], cases: list) -> None:
     assert len(rows) == len(cases) >= 200
     admitted = [(row["source_id"], case) for row, case in zip(rows, cases) if row["status"] == records.PENDING]
@@ -128,17 +136,11 @@ def commons_case(rng: random.Random, i: int, refused: bool) -> dict:
     return {"pageid": i, "title": f"File:{i}.jpg", "imageinfo": [{"url": f"https://u/{i}.jpg", "extmetadata": ext}]}
 
 
-def read_commons(tmp_path: Path, pages: list[dict]) -> list[dict]:
-    path = tmp_path / "pages.jsonl"
-    path.write_text("\n".join(json.dumps(p) for p in pages) + "\n")
-    return judged(list(commons.read(path, "commons", {})))
-
-
 def test_commons(tmp_path):
     rng = random.Random(11)
     cases = [commons_case(rng, i, refused=True) for i in range(1, CASES_PER_ADAPTER + 1)]
-    assert_refused(read_commons(tmp_path, cases), cases)
-    assert_admitted(read_commons(tmp_path, [commons_case(rng, i, refused=False) for i in range(1, 61)]))
+    assert_refused(read_jsonl(tmp_path, commons, cases), cases)
+    assert_admitted(read_jsonl(tmp_path, commons, [commons_case(rng, i, refused=False) for i in range(1, 61)]))
 
 
 # --- Finna -------------------------------------------------------------------------------------
@@ -151,17 +153,11 @@ def finna_case(rng: random.Random, i: int, refused: bool) -> dict:
     return {"id": f"m.{i}", "images": [f"/Cover/Show?id=m.{i}"], "title": "t", "imageRights": rights}
 
 
-def read_finna(tmp_path: Path, cases: list[dict]) -> list[dict]:
-    path = tmp_path / "finna.jsonl"
-    path.write_text("\n".join(json.dumps(c) for c in cases) + "\n")
-    return judged(list(finna.read(path, "finna", {})))
-
-
 def test_finna(tmp_path):
     rng = random.Random(12)
     cases = [finna_case(rng, i, refused=True) for i in range(CASES_PER_ADAPTER)]
-    assert_refused(read_finna(tmp_path, cases), cases)
-    assert_admitted(read_finna(tmp_path, [finna_case(rng, i, refused=False) for i in range(60)]))
+    assert_refused(read_jsonl(tmp_path, finna, cases), cases)
+    assert_admitted(read_jsonl(tmp_path, finna, [finna_case(rng, i, refused=False) for i in range(60)]))
 
 
 # --- local folder sidecars ----------------------------------------------------------------------
@@ -222,17 +218,11 @@ def flickr_case(rng: random.Random, i: int, refused: bool) -> dict:
     return photo
 
 
-def read_flickr(tmp_path: Path, cases: list[dict]) -> list[dict]:
-    path = tmp_path / "flickr.jsonl"
-    path.write_text("\n".join(json.dumps(c) for c in cases) + "\n")
-    return judged(list(flickr.read(path, "flickr", {})))
-
-
 def test_flickr(tmp_path):
     rng = random.Random(14)
     cases = [flickr_case(rng, i, refused=True) for i in range(CASES_PER_ADAPTER)]
-    assert_refused(read_flickr(tmp_path, cases), cases)
-    assert_admitted(read_flickr(tmp_path, [flickr_case(rng, i, refused=False) for i in range(60)]))
+    assert_refused(read_jsonl(tmp_path, flickr, cases), cases)
+    assert_admitted(read_jsonl(tmp_path, flickr, [flickr_case(rng, i, refused=False) for i in range(60)]))
 
 
 # --- Smithsonian ---------------------------------------------------------------------------------
@@ -252,17 +242,11 @@ def smithsonian_case(rng: random.Random, i: int, refused: bool) -> dict:
                                        "freetext": {"objectRights": rights}}}
 
 
-def read_smithsonian(tmp_path: Path, cases: list[dict]) -> list[dict]:
-    path = tmp_path / "si.jsonl"
-    path.write_text("\n".join(json.dumps(c) for c in cases) + "\n")
-    return judged(list(smithsonian.read(path, "si", {})))
-
-
 def test_smithsonian(tmp_path):
     rng = random.Random(15)
     cases = [smithsonian_case(rng, i, refused=True) for i in range(CASES_PER_ADAPTER)]
-    assert_refused(read_smithsonian(tmp_path, cases), cases)
-    assert_admitted(read_smithsonian(tmp_path, [smithsonian_case(rng, i, refused=False) for i in range(60)]))
+    assert_refused(read_jsonl(tmp_path, smithsonian, cases), cases)
+    assert_admitted(read_jsonl(tmp_path, smithsonian, [smithsonian_case(rng, i, refused=False) for i in range(60)]))
 
 
 @pytest.mark.parametrize("make", [commons_case, finna_case, flickr_case, smithsonian_case])
