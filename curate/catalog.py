@@ -18,8 +18,7 @@ import pyarrow as pa
 from curate import licenses, shards
 from curate.io import atomic_path
 from curate.optin.catalog import run_tables as optin_tables
-
-CATALOG = "catalog.duckdb"
+from curate.runfolder import RunFolder
 
 
 def _licenses_table(used: list[str]) -> pa.Table:
@@ -38,13 +37,14 @@ def _licenses_table(used: list[str]) -> pa.Table:
 
 
 def build(out: Path) -> Path:
-    path = out / CATALOG
+    folder = RunFolder.at(out)
+    path = folder.catalog
     with atomic_path(path) as tmp:
         tmp.unlink()  # DuckDB refuses to open an empty file as a database
         con = duckdb.connect(str(tmp))
         con.execute("CREATE TABLE records AS SELECT *, status || CASE WHEN reason = '' THEN '' "
-                    "ELSE ':' || reason END AS fate FROM read_parquet(?)", [str(out / "records" / "*.parquet")])
-        shard_files = sorted((out / "shards").glob("*.parquet"))
+                    "ELSE ':' || reason END AS fate FROM read_parquet(?)", [str(folder.records / "*.parquet")])
+        shard_files = sorted(folder.shards.glob("*.parquet"))
         if shard_files:
             con.execute("CREATE TABLE samples AS SELECT * FROM read_parquet(?)", [[str(p) for p in shard_files]])
         else:  # a run that kept nothing still has the shards' columns (stored_width, ...) to query
@@ -62,7 +62,7 @@ def build(out: Path) -> Path:
 
 
 def query(out: Path, sql: str) -> pa.Table:
-    path = out / CATALOG
+    path = RunFolder.at(out).catalog
     if not path.exists():
         raise FileNotFoundError(f"{path}: no catalog; is {out} the output folder of a finished run?")
     con = duckdb.connect(str(path), read_only=True)

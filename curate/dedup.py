@@ -305,17 +305,19 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
 
 def load_prior(runs: list[PriorRun]) -> tuple[pa.Table, np.ndarray]:
     """Kept records (ORDER_COLUMNS, ``earlier``, ``earlier_run``) of one or more earlier runs, and their embeddings."""
+    from curate.runfolder import RunFolder  # runfolder reads the config, which holds NearDedupConfig
+
     tables, vectors = [], []
     for run in runs:
-        out = Path(run.out)
-        manifest = out / "records"
-        if not any(manifest.glob("*.parquet")):
-            raise FileNotFoundError(f"{manifest}: no records of an earlier run (is {out} a finished run?)")
+        folder = RunFolder.at(run.out)
+        if not folder.has_records():
+            raise FileNotFoundError(f"{folder.records}: no records of an earlier run "
+                                    f"(is {folder.root} a finished run?)")
         kept = duckdb.sql(f"SELECT {', '.join(ORDER_COLUMNS)} FROM read_parquet(?) WHERE status = ? ORDER BY key",
-                          params=[str(manifest / "*.parquet"), records.KEPT]).to_arrow_table()
-        vectors.append(store.load(out / store.RUN_DIR, kept["key"].to_pylist()).vectors)
+                          params=[str(folder.records / "*.parquet"), records.KEPT]).to_arrow_table()
+        vectors.append(store.load(folder.embeddings, kept["key"].to_pylist()).vectors)
         tables.append(kept.append_column(EARLIER, pa.array(np.ones(kept.num_rows, dtype=bool)))
-                      .append_column(EARLIER_RUN, pa.array([str(out)] * kept.num_rows, pa.string())))
+                      .append_column(EARLIER_RUN, pa.array([str(folder.root)] * kept.num_rows, pa.string())))
     return pa.concat_tables(tables), np.concatenate(vectors)
 
 

@@ -1,24 +1,13 @@
 """A curation run: the stages wired on Ray Data, with files between them.
 
-Layout of ``OUT``::
-
-    run.yaml          the resolved config (a re-run must match it)
-    work/<stage>/     each stage's output; a stage's folder appears, by rename, only
-                      when the stage finished, so an interrupted run redoes only the
-                      unfinished stage (fetch resumes inside img2dataset's own shards)
-    shards/           webdataset tars + a parquet per shard, index.json written last
-    records/          the run manifest: one row per input record with its fate
-    catalog.duckdb    DuckDB tables over the above (``cleanroom query``)
-    stats.json        counts per stage, source, license and reason
-    DONE              written last; a run with DONE is complete and re-running it is a no-op
-
-Ray runs locally by default (``ray.init`` on this machine) or joins a cluster with
-``address``. Nothing outside this module knows Ray is there: stages are plain callables.
+The run folder's layout and lifecycle (run.yaml, stage folders, finalize, DONE) belong to
+``curate.runfolder.RunFolder``. Ray runs locally by default (``ray.init`` on this machine) or
+joins a cluster with ``address``. Nothing outside this module knows Ray is there: stages are
+plain callables.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -29,18 +18,19 @@ from typing import Any, Callable, Iterator
 import duckdb
 import pyarrow as pa
 
-from curate import catalog, dedup, demo, fetch, licenses, records, shards, stats, verdict
+from curate import dedup, demo, fetch, licenses, records, shards, verdict
 from curate.caption import Captioner, ClipSimilarity, CocaCaptioner
-from curate.config import ConfigError, RunConfig, load_pipeline, resolve
+from curate.config import RunConfig, load_pipeline, resolve
 from curate.ingest import Ingest, work_items
-from curate.io import write_parquet_atomic, write_text_atomic
+from curate.io import write_parquet_atomic
+from curate.runfolder import DONE, RunFolder
 from curate.score import embed, images, store, watermark
 from curate.score.filter import EmbeddingHeads, ScoreFilter
 from curate.score.resolution import Resolution
 
 log = logging.getLogger("cleanroom.run")
 
-DONE = "DONE"
+__all__ = ["DONE", "Run", "run"]
 
 
 @contextmanager
@@ -61,48 +51,36 @@ def ray_session(config: RunConfig, address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _check_config(config: RunConfig, out: Path) -> None:
-    """Write run.yaml, or make sure a resumed run uses the config it started with."""
-    path = out / "run.yaml"
-    text = config.to_yaml()
-    if not path.exists():
-        write_text_atomic(text, path)
-    elif path.read_text() != text:
-        raise ConfigError(f"{path}: {out} holds a run of a different config; use a new --out "
-                          f"(or delete {out} to start over)")
-
-
 def run(pipeline_file: Path, out: Path, address: str | None = None) -> dict[str, Any]:
     """Run (or resume) a pipeline into ``out``; returns the run's stats."""
-    out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder.at(out)
+    folder.root.mkdir(parents=True, exist_ok=True)
     pipeline = load_pipeline(pipeline_file)
-    variables = {"out": str(out), **(demo.prepare(pipeline.demo, out) if pipeline.demo else {})}
+    variables = {"out": str(folder.root), **(demo.prepare(pipeline.demo, folder.root) if pipeline.demo else {})}
     config = resolve(pipeline_file, variables)
     config.mode = "cluster" if address else "local"
-    _check_config(config, out)
-    if (out / DONE).exists():
-        log.info("%s is a finished run: nothing to do", out)
-        return json.loads((out / stats.STATS).read_text())
-    serving = demo.serving(pipeline.demo, out) if pipeline.demo else nullcontext()
+    folder.claim(config)
+    if folder.done:
+        log.info("%s is a finished run: nothing to do", folder.root)
+        return folder.stats()
+    serving = demo.serving(pipeline.demo, folder.root) if pipeline.demo else nullcontext()
     with serving, ray_session(config, address):
-        return Run(config, out).execute()
+        return Run(config, folder).execute()
 
 
 class Run:
-    def __init__(self, config: RunConfig, out: Path):
+    def __init__(self, config: RunConfig, folder: RunFolder):
         self.config = config
-        self.out = out
-        self.work = out / "work"
+        self.folder = folder
         self.policy = licenses.Policy.load(config.policy_file)
 
     def stage(self, name: str, produce: Callable[[Path], None]) -> Path:
         """Run ``produce`` into a scratch folder that becomes ``work/<name>`` only when it finished."""
-        final = self.work / name
+        final = self.folder.stage_dir(name)
         if final.exists():
             log.info("stage %s: already done", name)
             return final
-        scratch = self.work / f"{name}.partial"
+        scratch = self.folder.partial_dir(name)
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         log.info("stage %s", name)
@@ -112,7 +90,7 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         self.stage("ingest", self.ingest)
-        if not (self.work / "filtered").exists():  # fetch results are only read by the filter stage
+        if not self.folder.stage_dir("filtered").exists():  # fetch results are only read by the filter stage
             self.fetch()
         self.stage("filtered", self.filter)
         if self.config.pipeline.scoring is not None:
@@ -121,24 +99,13 @@ class Run:
         self.stage("captioned", self.caption)
         self.stage("assign", self.assign)
         written = self.write_shards()
-        shards.write_index(self.out / "shards", written)
-        self.write_manifest()
-        catalog.build(self.out)
-        run_stats = stats.compute(self.out / "records")
-        scoring = self.config.pipeline.scoring
-        run_stats["models"] = scoring.describe() if scoring else {}  # which model made each score column
-        write_text_atomic(json.dumps(run_stats, indent=2), self.out / stats.STATS)
-        write_text_atomic("", self.out / DONE)
-        return run_stats
+        shards.write_index(self.folder.shards, written)
+        return self.folder.finalize(self.manifest())
 
     @property
     def before_dedup(self) -> str:
         """The stage dedup and captioning read: scored records when the run scores, else filtered ones."""
         return "scored" if self.config.pipeline.scoring is not None else "filtered"
-
-    def parquet(self, stage: str) -> str:
-        """The glob DuckDB reads a stage's output with (Ray reads the folder)."""
-        return str(self.work / stage / "*.parquet")
 
     def ingest(self, into: Path) -> None:
         import ray
@@ -154,20 +121,20 @@ class Run:
         for source in self.config.sources:
             candidates = con.sql(
                 "SELECT key, url FROM read_parquet(?) WHERE status = ? AND source = ? ORDER BY key",
-                params=[self.parquet("ingest"), records.PENDING, source.source]).to_arrow_table()
+                params=[self.folder.stage_glob("ingest"), records.PENDING, source.source]).to_arrow_table()
             if candidates.num_rows:
                 log.info("fetch %s: %d candidates", source.source, candidates.num_rows)
-                fetch.download(candidates, self.work / "fetch" / source.source, source.fetch)
+                fetch.download(candidates, self.folder.fetch_root / source.source, source.fetch)
 
     def fetch_dirs(self) -> list[Path]:
-        return [d for d in sorted((self.work / "fetch").glob("*")) if d.is_dir()]
+        return [d for d in sorted(self.folder.fetch_root.glob("*")) if d.is_dir()]
 
     def filter(self, into: Path) -> None:
         import ray
 
         results = [fetch.results(d) for d in self.fetch_dirs()]
         apply = fetch.ApplyFetch(pa.concat_tables(results) if results else fetch.empty_results())
-        (ray.data.read_parquet(str(self.work / "ingest"))
+        (ray.data.read_parquet(str(self.folder.stage_dir("ingest")))
          .map_batches(apply, batch_format="pyarrow")
          .map_batches(Resolution(self.config.pipeline.filters.resolution), batch_format="pyarrow")
          .write_parquet(str(into)))
@@ -178,11 +145,11 @@ class Run:
 
         settings = self.config.pipeline.scoring
         heads = EmbeddingHeads(settings)  # checks every weight file and shape before any image is read
-        embeddings = self.out / store.RUN_DIR
+        embeddings = self.folder.embeddings
         shutil.rmtree(embeddings, ignore_errors=True)  # an unfinished stage is redone whole
         actor = {**model_stage(), "batch_size": settings.batch_size}
-        ds = (ray.data.read_parquet(str(self.work / "filtered"))
-              .map_batches(images.AttachImages(self.work / "fetch"), batch_size=settings.batch_size,
+        ds = (ray.data.read_parquet(str(self.folder.stage_dir("filtered")))
+              .map_batches(images.AttachImages(self.folder.fetch_root), batch_size=settings.batch_size,
                            batch_format="pyarrow")
               .map_batches(embed.Embed, fn_constructor_kwargs={"spec": settings.clip,
                                                                "batch_size": settings.batch_size}, **actor))
@@ -196,7 +163,7 @@ class Run:
          .write_parquet(str(into)))
 
     def dedup(self, into: Path) -> None:
-        source = self.parquet(self.before_dedup)
+        source = self.folder.stage_glob(self.before_dedup)
         found = duckdb.execute("SELECT DISTINCT license FROM read_parquet(?) WHERE license IS NOT NULL",
                                [source]).fetchall()
         ranks = {lic: self.policy.rank(lic) for (lic,) in found}
@@ -204,7 +171,7 @@ class Run:
         settings = self.config.pipeline.dedup
         decisions = dedup.exact_decisions(source, ranks, priority) if settings.exact else dedup.empty_decisions()
         if settings.near.phash or settings.near.clip:
-            near = dedup.near_decisions(source, self.out / store.RUN_DIR, ranks, priority, settings.near, decisions)
+            near = dedup.near_decisions(source, self.folder.embeddings, ranks, priority, settings.near, decisions)
             decisions = pa.concat_tables([decisions, near])
         write_parquet_atomic(decisions, into / "decisions.parquet")
 
@@ -213,12 +180,12 @@ class Run:
         import ray
 
         captions = self.config.pipeline.captions
-        decisions = pq.read_table(self.work / "dedup" / "decisions.parquet")
-        ds = (ray.data.read_parquet(str(self.work / self.before_dedup))
+        decisions = pq.read_table(self.folder.stage_dir("dedup") / "decisions.parquet")
+        ds = (ray.data.read_parquet(str(self.folder.stage_dir(self.before_dedup)))
               .map_batches(dedup.ApplyDuplicates(decisions), batch_format="pyarrow"))
         uses_images = captions.captioner is not None or captions.similarity is not None
         if uses_images:
-            ds = ds.map_batches(images.AttachImages(self.work / "fetch"), batch_format="pyarrow")
+            ds = ds.map_batches(images.AttachImages(self.folder.fetch_root), batch_format="pyarrow")
         if captions.captioner is not None:
             ds = ds.map_batches(CocaCaptioner, fn_constructor_args=(captions,),
                                 batch_size=captions.captioner.batch_size,
@@ -234,24 +201,24 @@ class Run:
 
     def assign(self, into: Path) -> None:
         keys = duckdb.execute("SELECT key FROM read_parquet(?) WHERE status = ?",
-                              [self.parquet("captioned"), records.PENDING]).fetchall()
+                              [self.folder.stage_glob("captioned"), records.PENDING]).fetchall()
         table = shards.assign([k for (k,) in keys], self.config.pipeline.shards.samples_per_shard)
         write_parquet_atomic(table, into / "assign.parquet")
 
     def write_shards(self) -> list[str]:
         import ray
 
-        assign = str(self.work / "assign" / "assign.parquet")
+        assign = str(self.folder.stage_dir("assign") / "assign.parquet")
         names = [n for (n,) in duckdb.execute("SELECT DISTINCT shard FROM read_parquet(?) ORDER BY 1",
                                                [assign]).fetchall()]
-        writer = ShardWriter(self.out / "shards", self.parquet("captioned"), assign, self.work / "fetch")
-        todo = [n for n in names if not shards.is_complete(self.out / "shards", n)]
+        writer = ShardWriter(self.folder.shards, self.folder.stage_glob("captioned"), assign, self.folder.fetch_root)
+        todo = [n for n in names if not shards.is_complete(self.folder.shards, n)]
         if todo:
             ray.data.from_items([{"shard": n} for n in todo]).map_batches(
                 writer, batch_size=1, batch_format="pyarrow").materialize()
         return names
 
-    def write_manifest(self) -> None:
+    def manifest(self) -> pa.Table:
         """OUT/records: every input record once, pending ones now kept in their shard."""
         table = duckdb.sql(f"""
             SELECT c.* REPLACE (
@@ -259,12 +226,13 @@ class Run:
                 a.shard AS shard)
             FROM read_parquet(?) c LEFT JOIN read_parquet(?) a USING (key)
             ORDER BY c.key
-        """, params=[self.parquet("captioned"), str(self.work / "assign" / "assign.parquet")]).to_arrow_table()
+        """, params=[self.folder.stage_glob("captioned"),
+                     str(self.folder.stage_dir("assign") / "assign.parquet")]).to_arrow_table()
         table = records.conform(table)
         left = [k for k, s in zip(table["key"].to_pylist(), table["status"].to_pylist()) if s == records.PENDING]
         if left:
             raise RuntimeError(f"records left without a terminal status: {left[:5]}")
-        write_parquet_atomic(table, self.out / "records" / "records.parquet")
+        return table
 
 
 def model_stage() -> dict[str, Any]:

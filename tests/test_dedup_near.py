@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from curate import dedup, records
+from curate.runfolder import RunFolder
 from curate.score import images, store
 
 RANKS = {"CC0-1.0": 0, "public-domain": 1}
@@ -123,7 +124,7 @@ def write_run(out, rows, vectors):
     (out / "records").mkdir(parents=True)
     pq.write_table(records.to_table(rows), out / "records" / "records.parquet")
     kept = [i for i, r in enumerate(rows) if r["status"] == records.KEPT]
-    store.write_part(out / store.RUN_DIR, [rows[i]["key"] for i in kept], vectors[kept])
+    store.write_part(RunFolder(out).embeddings, [rows[i]["key"] for i in kept], vectors[kept])
 
 
 def test_a_new_run_dedups_against_an_earlier_runs_kept_records_without_redeciding_them(tmp_path):
@@ -140,9 +141,9 @@ def test_a_new_run_dedups_against_an_earlier_runs_kept_records_without_redecidin
     run2 = tmp_path / "run2"
     (run2 / "scored").mkdir(parents=True)
     pq.write_table(records.to_table(rows), run2 / "scored" / "part.parquet")
-    store.write_part(run2 / store.RUN_DIR, [r["key"] for r in rows], vectors)
+    store.write_part(RunFolder(run2).embeddings, [r["key"] for r in rows], vectors)
     config = dedup.NearDedupConfig(clip=dedup.ClipDedup(against=[dedup.PriorRun(out=str(tmp_path / "run1"))]))
-    found = dedup.near_decisions(str(run2 / "scored" / "*.parquet"), run2 / store.RUN_DIR, RANKS, PRIORITY,
+    found = dedup.near_decisions(str(run2 / "scored" / "*.parquet"), RunFolder(run2).embeddings, RANKS, PRIORITY,
                                  config, dedup.empty_decisions())
     assert decisions_of(found) == {key("met", "copy-of-old"): (key("commons", "old"), "near_duplicate_clip"),
                                    key("commons", "old"): (key("commons", "old"), "near_duplicate_clip"),
@@ -160,11 +161,11 @@ def test_near_dedup_runs_phash_then_clip_over_what_exact_dedup_left(tmp_path):
     vectors = np.stack([base, base, near(base, 0.99, 1), other, near(other, 0.99, 2)])
     table = records.put_column(records.to_table(rows), dedup.PHASH, pa.array(hashes))
     pq.write_table(table, tmp_path / "scored.parquet")
-    store.write_part(tmp_path / store.RUN_DIR, [r["key"] for r in rows], vectors)
+    store.write_part(RunFolder(tmp_path).embeddings, [r["key"] for r in rows], vectors)
     exact = pa.table({"key": [key("met", "exact-loser")], "duplicate_of": [key("met", "p1")],
                       "reason": ["exact_sha256"], "detail": ["same original bytes"]}, schema=dedup.DECISIONS)
     config = dedup.NearDedupConfig(phash=dedup.PHashDedup(max_distance=2), clip=dedup.ClipDedup())
-    found = dedup.near_decisions(str(tmp_path / "scored.parquet"), tmp_path / store.RUN_DIR, RANKS, PRIORITY,
+    found = dedup.near_decisions(str(tmp_path / "scored.parquet"), RunFolder(tmp_path).embeddings, RANKS, PRIORITY,
                                  config, exact)
     assert decisions_of(found) == {key("commons", "p2"): (key("met", "p1"), "near_duplicate_phash"),
                                    key("local", "c1"): (key("commons", "c2"), "near_duplicate_clip")}
@@ -187,8 +188,8 @@ def test_apply_duplicates_carries_each_reason_and_detail():
 def test_earlier_run_with_another_embedder_is_refused(tmp_path):
     write_run(tmp_path / "run1", [records.finish(rec("met", "x"), records.KEPT, "")], unit(np.ones((1, 8))))
     pq.write_table(records.to_table([rec("met", "y")]), tmp_path / "scored.parquet")
-    store.write_part(tmp_path / store.RUN_DIR, [key("met", "y")], unit(np.ones((1, 16))))
+    store.write_part(RunFolder(tmp_path).embeddings, [key("met", "y")], unit(np.ones((1, 16))))
     config = dedup.NearDedupConfig(clip=dedup.ClipDedup(against=[dedup.PriorRun(out=str(tmp_path / "run1"))]))
     with pytest.raises(ValueError, match="8-d, this run's are 16-d"):
-        dedup.near_decisions(str(tmp_path / "scored.parquet"), tmp_path / store.RUN_DIR, RANKS, PRIORITY, config,
+        dedup.near_decisions(str(tmp_path / "scored.parquet"), RunFolder(tmp_path).embeddings, RANKS, PRIORITY, config,
                              dedup.empty_decisions())

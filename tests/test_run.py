@@ -163,5 +163,5 @@ def test_interrupted_run_resumes_without_losing_or_duplicating(tmp_path, demo_ou
 def test_resuming_with_another_config_is_refused(tmp_path, demo_out):
     changed = tmp_path / "demo.yaml"
     changed.write_text(DEMO.read_text().replace("samples_per_shard: 8", "samples_per_shard: 4"))
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match="different config: pipeline.shards.samples_per_shard: 8 -> 4"):
         run(changed, demo_out)

@@ -23,19 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from curate import records
-from curate.catalog import CATALOG
 from curate.config import LICENSES_DIR, RunConfig
 from curate.licenses import License, families
 from curate.io import write_text_atomic
-from curate.optin.layout import run_log
 from curate.optin.report import card_section
 from curate.score import aesthetic, embed, nsfw, watermark
-from curate.stats import STAGES, STATS, stage_of
+from curate.stats import STAGES, stage_of
 from train import config as config_io
 from train.config import TrainConfig
 from train.generate import model_folder
 from train.loop import TRAINING_RECORD
-from train.provenance import RUN_CONFIG, CurationRun, curation_runs
+from train.provenance import CurationRun, curation_runs
 
 MODEL_LICENSE = LICENSES_DIR / "cleanroom-openrail-m.md"
 CARD = "MODEL_CARD.md"
@@ -176,18 +174,18 @@ class RunFacts:
 
 
 def read_run(run: CurationRun, trained_at: datetime) -> RunFacts:
-    for name in (RUN_CONFIG, STATS):
-        if not (run.out / name).is_file():
-            raise FileNotFoundError(f"{run.out / name}: missing; {run.out} is not a finished curation run")
+    for path in (run.folder.run_yaml, run.folder.stats_file):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; {run.out} is not a finished curation run")
     shards = list(run.shards)
     images = {(source, lic): n for source, lic, n in run.query(
         f"SELECT source, license, count(*) FROM samples WHERE {TRAINED} GROUP BY ALL ORDER BY ALL", [shards])}
     present = {shard for (shard,) in run.query(f"SELECT DISTINCT shard FROM samples WHERE {TRAINED}", [shards])}
-    removed = sum(entry["samples_removed"] for entry in run_log(run.out)
+    removed = sum(entry["samples_removed"] for entry in run.folder.revocation_log()
                   if datetime.fromisoformat(entry["applied_at"]) > trained_at)
     return RunFacts(
         run=run, config=run.config(),
-        stats=read_json(run.out / STATS), images=images,
+        stats=run.folder.stats(), images=images,
         licenses=read_licenses(run, sorted({lic for _, lic in images})),
         origins=dict(run.query(f"SELECT coalesce(caption_origin, '(none)'), count(*) FROM samples WHERE {TRAINED} "
                                "GROUP BY 1 ORDER BY 2 DESC, 1", [shards])),
@@ -202,7 +200,7 @@ def read_licenses(run: CurationRun, ids: list[str]) -> dict[str, License]:
     found = {row[0]: License(*row) for row in rows}
     unknown = sorted(set(ids) - set(found))
     if unknown:
-        raise ValueError(f"{run.out / CATALOG}: samples carry licenses its licenses table does not list: "
+        raise ValueError(f"{run.folder.catalog}: samples carry licenses its licenses table does not list: "
                          f"{', '.join(unknown)}")
     return found
 
@@ -671,8 +669,7 @@ def _model_card(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    command = subparsers.add_parser("model-card", help="write MODEL_CARD.md for a trained model from its training "
-                                                       "records and the catalogs of its curation runs")
+    command = subparsers.add_parser("model-card")  # its help line is in train.cli.COMMANDS
     command.add_argument("model", help="the model folder (diffusion/final) or the training run folder holding it")
     command.add_argument("--out", help=f"where to write the card (default: {CARD} in the model folder)")
     command.set_defaults(handler=_model_card)

@@ -36,9 +36,10 @@ import pyarrow as pa
 from curate.config import ConfigError
 from curate.io import atomic_path, write_parquet_atomic, write_text_atomic
 from curate.score import embed, images, store
+from curate.runfolder import RunFolder
 from curate.score.filter import ScoringConfig
 from train.generate import SAMPLES_INDEX, read_infotext
-from train.provenance import RUN_CONFIG, CurationRun, curation_runs
+from train.provenance import CurationRun, curation_runs
 
 log = logging.getLogger("cleanroom.memorization")
 
@@ -132,7 +133,7 @@ def scoring(run: CurationRun) -> ScoringConfig:
     """The scoring block of a run's run.yaml; the run must have embedded its images."""
     scoring = run.config().pipeline.scoring
     if scoring is None:
-        raise ConfigError(f"{run.out / RUN_CONFIG}: the run {run.out} has no embeddings (pipeline.scoring.clip is "
+        raise ConfigError(f"{run.folder.run_yaml}: the run {run.out} has no embeddings (pipeline.scoring.clip is "
                           f"not set), so there is nothing to search; re-run curation with a scoring.clip embedder")
     return scoring
 
@@ -162,7 +163,7 @@ def training_set(runs: list[CurationRun]) -> TrainingSet:
     blocks: list[np.ndarray] = []
     missing: dict[str, list[str]] = {}
     for run in runs:
-        stored = store.load(run.out / store.RUN_DIR)
+        stored = store.load(run.folder.embeddings)
         position = {key: i for i, key in enumerate(stored.keys)}
         samples = trained_samples(run)
         found = [row for row in samples if row["key"] in position]
@@ -223,7 +224,7 @@ def training_thumbs(rows: list[dict[str, Any]], runs: list[CurationRun], folder:
     number = {str(run.out): n for n, run in enumerate(runs)}
     names: dict[tuple[str, str], str] = {}
     for (run, shard), keys in by_shard.items():
-        tar_path = Path(run) / "shards" / f"{shard}.tar"
+        tar_path = RunFolder(Path(run)).shards / f"{shard}.tar"
         with tarfile.open(tar_path) as tar:
             for key in sorted(keys):
                 try:
@@ -397,8 +398,7 @@ def _positive_int(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    command = subparsers.add_parser(
-        "memorization", help="find the training images nearest to generated samples (CLIP cosine) and flag copies")
+    command = subparsers.add_parser("memorization")  # its help line is in train.cli.COMMANDS
     command.add_argument("model", help="model folder (diffusion/final) or the training run folder holding it")
     command.add_argument("--samples", nargs="+", required=True,
                          help="generated images, or folders of them (.png/.jpg/.jpeg/.webp)")

@@ -13,32 +13,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.catalog import CATALOG
-from curate.config import RunConfig, load_yaml, validate
-
-RUN_CONFIG = "run.yaml"
+from curate.config import RunConfig
+from curate.runfolder import RunFolder
 
 
 @dataclass(frozen=True)
 class CurationRun:
-    out: Path  # the run folder
+    folder: RunFolder
     shards: tuple[str, ...]  # names (shard-00000) of its shards the model was trained on
+
+    @property
+    def out(self) -> Path:
+        return self.folder.root
 
     def config(self) -> RunConfig:
         """The run's resolved pipeline, as curation wrote it."""
-        path = self.out / RUN_CONFIG
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; {self.out} is not a finished curation run")
-        return validate(RunConfig, load_yaml(path), path)
+        return self.folder.config()
 
     def query(self, sql: str, parameters: list[Any] | None = None) -> list[tuple]:
-        import duckdb
-
-        con = duckdb.connect(str(self.out / CATALOG), read_only=True)
-        try:
-            return con.execute(sql, parameters or []).fetchall()
-        finally:
-            con.close()
+        return self.folder.query(sql, parameters)
 
 
 def curation_runs(training: dict[str, Any]) -> list[CurationRun]:
@@ -49,9 +42,9 @@ def curation_runs(training: dict[str, Any]) -> list[CurationRun]:
             raise ValueError(f"shard {url}: not a local file; the curation run behind remote shards cannot be read "
                              f"here (copy the run folder and its catalog locally)")
         shard = Path(url.removeprefix("file://"))
-        out = shard.parent.parent
-        if not (out / CATALOG).is_file():
-            raise FileNotFoundError(f"shard {shard}: no {CATALOG} in {out}; the model was trained on shards that "
-                                    f"are not inside a curation run folder (OUT/shards/)")
-        by_run.setdefault(out, []).append(shard.name.removesuffix(".tar"))
-    return [CurationRun(out, tuple(names)) for out, names in by_run.items()]
+        folder = RunFolder.at(shard.parent.parent)
+        if not folder.catalog.is_file():
+            raise FileNotFoundError(f"shard {shard}: no {folder.catalog.name} in {folder.root}; the model was trained "
+                                    f"on shards that are not inside a curation run folder (OUT/shards/)")
+        by_run.setdefault(folder.root, []).append(shard.name.removesuffix(".tar"))
+    return [CurationRun(RunFolder(out), tuple(names)) for out, names in by_run.items()]

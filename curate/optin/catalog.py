@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
-from curate.optin.layout import run_log
+from curate.runfolder import RunFolder
 from curate.optin.options import ADAPTER
 from curate.optin.store import REGISTRY, Store
 
@@ -89,10 +89,11 @@ def run_tables(out: Path) -> dict[str, pa.Table]:
 
     Several opt-in stores in one pipeline are stacked table by table.
     """
-    run_yaml = Path(out) / "run.yaml"
-    config = yaml.safe_load(run_yaml.read_text()) if run_yaml.exists() else {"sources": []}
+    folder = RunFolder.at(out)
+    # Read as plain YAML: only the sources matter, and a run of an older schema still has them.
+    config = yaml.safe_load(folder.run_yaml.read_text()) if folder.run_yaml.exists() else {"sources": []}
     stores = [Path(m) for s in config["sources"] if s["adapter"] == ADAPTER for m in s["metadata"]]
-    applied = run_log(out)
+    applied = folder.revocation_log()
     if not stores and not applied:
         return {}
     missing = [p for p in stores if not (p / REGISTRY).is_file()]

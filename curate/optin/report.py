@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 from curate import records
 from curate.optin.consent import Scope, parse_evidence
 from curate.optin.errors import OptinError
-from curate.optin.layout import RECORDS, REVOKED, run_log
+from curate.optin.layout import REVOKED
+from curate.runfolder import RunFolder
 from curate.sources.optin import LICENSE
 
 
@@ -31,11 +32,12 @@ def _scope(evidence: str | None) -> tuple[str, Scope] | None:
 
 def card_section(out: Path, trained_at: datetime | None = None) -> str:
     """A markdown section for the model card of a model trained on the run in ``out``."""
-    rows = pq.read_table(Path(out) / RECORDS, columns=["status", "reason", "license", "license_value",
-                                                       "consent_id"]).to_pylist()
+    folder = RunFolder.at(out)
+    rows = pq.read_table(folder.manifest, columns=["status", "reason", "license", "license_value",
+                                                   "consent_id"]).to_pylist()
     kept = [r for r in rows if r["status"] == records.KEPT and r["license"] == LICENSE]
     revoked = sum(1 for r in rows if (r["status"], r["reason"]) == (records.REJECTED, REVOKED))
-    log = run_log(out)
+    log = folder.revocation_log()
     if not kept and not revoked and not log:
         return ""
     scopes = [_scope(r["license_value"]) for r in kept]

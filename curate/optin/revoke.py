@@ -45,10 +45,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate import catalog, records, shards, stats
+from curate import records, shards
+from curate.fetch import KEY_COLUMN
 from curate.io import write_parquet_atomic, write_text_atomic
 from curate.optin.errors import OptinError
-from curate.optin.layout import DONE, RECORDS, REVOKED, RUN_LOG, run_log
+from curate.optin.layout import REVOKED
+from curate.runfolder import DONE, RunFolder
 from curate.optin.store import Revocation, Store, new_id, now
 from curate.score import store as embeddings
 
@@ -119,7 +121,7 @@ def apply(store: Store, runs: Iterable[Path], revocations: list[Revocation] | No
     by_consent = {c.consent_id: r for r in chosen for c in store.consents(r.contributor_id)}
     results = []
     for out in runs:
-        result = revoke_in_run(Path(out), by_consent)
+        result = revoke_in_run(RunFolder.at(out), by_consent)
         if result.records_revoked or result.samples_removed:
             store.audit("revoke_run", **result.as_dict())
         results.append(result)
@@ -127,34 +129,34 @@ def apply(store: Store, runs: Iterable[Path], revocations: list[Revocation] | No
 
 
 @contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    with open(out / _LOCK, "a") as f:
+def _locked(folder: RunFolder) -> Iterator[None]:
+    with open(folder.root / _LOCK, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # two revocations of one run must not interleave shard rewrites
         yield
 
 
-def revoke_in_run(out: Path, by_consent: dict[str, Revocation]) -> RunRevocation:
+def revoke_in_run(folder: RunFolder, by_consent: dict[str, Revocation]) -> RunRevocation:
     """Remove the samples of the revoked consents (consent id -> its revocation) from one finished run.
 
     A run already clean is not written at all; the result then counts nothing.
     """
-    out = out.resolve()
-    if not (out / DONE).exists():
+    out = folder.root
+    if not folder.done:
         raise OptinError(f"{out}: not a finished run (no {DONE}); revoke after the run finished, or re-run it: "
                          "a new run reads the revocation from the store")
     ids = {r.revocation_id for r in by_consent.values()}
-    with _locked(out):
-        table = pq.read_table(out / RECORDS)
+    with _locked(folder):
+        table = pq.read_table(folder.manifest)
         consent = table["consent_id"].cast(pa.string())
         revoked = table.filter(pc.is_in(consent, value_set=pa.array(sorted(by_consent), pa.string())))
         keys = set(revoked["key"].to_pylist())
         marked = {r["key"] for r in revoked.select(["key", "status", "reason"]).to_pylist()
                   if (r["status"], r["reason"]) != (records.REJECTED, REVOKED)}
-        removed = _in_shards(out / "shards", keys)
+        removed = _in_shards(folder.shards, keys)
         remaining = _remaining(table, keys, removed)
         journal = _Journal.load(out / _JOURNAL)
         if journal is None:
-            if not marked and not removed and not _embedding_parts(out / embeddings.RUN_DIR, keys):
+            if not marked and not removed and not _embedding_parts(folder.embeddings, keys):
                 return RunRevocation(run=str(out), revocation_ids=sorted(ids), applied_at=now())
             journal = _Journal(pass_id=new_id("pass"), revocation_ids=ids, applied_at=now())
         journal.revocation_ids |= ids
@@ -163,16 +165,15 @@ def revoke_in_run(out: Path, by_consent: dict[str, Revocation]) -> RunRevocation
         journal.rewritten |= {name for name, rows in remaining.items() if rows}
         journal.dropped |= {name for name, rows in remaining.items() if not rows}
         journal.save(out / _JOURNAL)
-        _rewrite_shards(out / "shards", remaining, journal)
-        _drop_from_work(out / "work", keys)
-        _mark_records(out, table, by_consent)
-        _drop_embeddings(out, keys)
+        _rewrite_shards(folder.shards, remaining, journal)
+        _drop_from_work(folder.work, keys)
+        _mark_records(folder, table, by_consent)
+        _drop_embeddings(folder, keys)
         result = journal.result(out)
-        if result.pass_id not in {e.get("pass_id") for e in run_log(out)}:  # once, also when resumed
-            with open(out / RUN_LOG, "a", encoding="utf-8") as f:
+        if result.pass_id not in {e.get("pass_id") for e in folder.revocation_log()}:  # once, also when resumed
+            with open(folder.revocations, "a", encoding="utf-8") as f:
                 f.write(json.dumps(result.as_dict(), sort_keys=True) + "\n")
-        catalog.build(out)  # after the log: the catalog shows this pass too
-        _write_stats(out)
+        folder.finalize()  # after the log: the catalog shows this pass too
         (out / _JOURNAL).unlink()
     return result
 
@@ -231,7 +232,7 @@ def _drop_from_work(work: Path, keys: set[str]) -> None:
     value_set = pa.array(sorted(keys), pa.string())
     for path in sorted(work.rglob("*.parquet")):
         names = pq.read_schema(path).names
-        column = next((c for c in ("key", "record_key") if c in names), None)
+        column = next((c for c in ("key", KEY_COLUMN) if c in names), None)
         if column is None:
             continue
         if not pc.any(_hits(pq.read_table(path, columns=[column])[column], value_set)).as_py():
@@ -244,7 +245,7 @@ def _hits(column: pa.ChunkedArray, value_set: pa.Array) -> pa.ChunkedArray:
     return pc.fill_null(pc.is_in(column.cast(pa.string()), value_set=value_set), False)
 
 
-def _mark_records(out: Path, table: pa.Table, by_consent: dict[str, Revocation]) -> None:
+def _mark_records(folder: RunFolder, table: pa.Table, by_consent: dict[str, Revocation]) -> None:
     rows = table.to_pylist()
     changed = False
     for row in rows:
@@ -258,7 +259,7 @@ def _mark_records(out: Path, table: pa.Table, by_consent: dict[str, Revocation])
                                                        f"({revocation.revocation_id}); was {was}{where}")
         changed = True
     if changed:
-        write_parquet_atomic(pa.Table.from_pylist(rows, schema=table.schema), out / RECORDS)
+        write_parquet_atomic(pa.Table.from_pylist(rows, schema=table.schema), folder.manifest)
 
 
 def _embedding_parts(root: Path, keys: set[str]) -> list[str]:
@@ -268,14 +269,14 @@ def _embedding_parts(root: Path, keys: set[str]) -> list[str]:
             if pc.any(_hits(pq.read_table(meta, columns=["key"])["key"], value_set)).as_py()]
 
 
-def _drop_embeddings(out: Path, keys: set[str]) -> None:
+def _drop_embeddings(folder: RunFolder, keys: set[str]) -> None:
     """Remove the rows of ``keys`` from the run's embedding store; the other rows of their parts move."""
-    root = out / embeddings.RUN_DIR
+    root = folder.embeddings
     parts = _embedding_parts(root, keys)
     moved: dict[str, tuple[str | None, int | None]] = {key: (None, None) for key in keys}
     for part in parts:
         moved |= _rewrite_part(root, part, keys)
-    _repoint(out, moved)
+    _repoint(folder, moved)
     for part in parts:  # nothing refers to them any more
         vectors, meta = embeddings.part_paths(root, part)
         meta.unlink(missing_ok=True)
@@ -296,10 +297,10 @@ def _rewrite_part(root: Path, part: str, keys: set[str]) -> dict[str, tuple[str,
     return {key: (name, row) for row, key in enumerate(sorted(stay_keys))}  # write_part orders rows by key
 
 
-def _repoint(out: Path, moved: dict[str, tuple[str | None, int | None]]) -> None:
+def _repoint(folder: RunFolder, moved: dict[str, tuple[str | None, int | None]]) -> None:
     """Set ``embedding_file`` / ``embedding_row`` of the ``moved`` records wherever a run keeps them."""
     value_set = pa.array(sorted(moved), pa.string())
-    for path in sorted([*(out / "records").glob("*.parquet"), *(out / "work").rglob("*.parquet")]):
+    for path in sorted([*folder.records.glob("*.parquet"), *folder.work.rglob("*.parquet")]):
         names = pq.read_schema(path).names
         if embeddings.FILE not in names or "key" not in names:
             continue
@@ -314,11 +315,3 @@ def _repoint(out: Path, moved: dict[str, tuple[str | None, int | None]]) -> None
         table = records.put_column(table, embeddings.FILE, pa.array(files, table.schema.field(embeddings.FILE).type))
         table = records.put_column(table, embeddings.ROW, pa.array(rows, table.schema.field(embeddings.ROW).type))
         write_parquet_atomic(table, path)
-
-
-def _write_stats(out: Path) -> None:
-    """Counts again from the records; what only the run could say (``models``: which model made
-    each score) is kept from the stats the run wrote."""
-    path = out / stats.STATS
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    write_text_atomic(json.dumps({**previous, **stats.compute(out / "records")}, indent=2), path)

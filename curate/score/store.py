@@ -31,7 +31,6 @@ from curate import records
 from curate.io import atomic_path, write_parquet_atomic
 from curate.score import embed
 
-RUN_DIR = "embeddings"  # a run keeps its store in OUT/embeddings
 VECTORS_DIR = "img_emb"
 METADATA_DIR = "metadata"
 FILE = "embedding_file"

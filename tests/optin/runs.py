@@ -21,6 +21,7 @@ import yaml
 from curate import catalog, records, shards, stats
 from curate.io import write_parquet_atomic, write_text_atomic
 from curate.optin.store import FILES, Store
+from curate.runfolder import RunFolder
 from curate.score import store as embeddings
 from curate.sources import optin as optin_adapter
 
@@ -77,7 +78,7 @@ def write_embeddings(out: Path, rows: list[dict[str, Any]], images: dict[str, by
     for part in range(EMBEDDING_PARTS):
         chunk = sorted(keys[part::EMBEDDING_PARTS])
         if chunk:
-            name = embeddings.write_part(out / embeddings.RUN_DIR, chunk, np.stack([vector(k) for k in chunk]))
+            name = embeddings.write_part(RunFolder(out).embeddings, chunk, np.stack([vector(k) for k in chunk]))
             for row, key in enumerate(chunk):
                 by_key[key].update({embeddings.FILE: name, embeddings.ROW: row})
 

@@ -16,9 +16,10 @@ from curate import catalog, records, shards, stats
 from curate.optin import report, submit
 from curate.optin import revoke as revoke_module
 from curate.optin.errors import OptinError
-from curate.optin.layout import REVOKED, run_log
+from curate.optin.layout import REVOKED
 from curate.optin.options import SourceOptions
 from curate.optin.revoke import revoke
+from curate.runfolder import RunFolder
 from curate.score import store as embedding_store
 
 from .conftest import contributor, picture
@@ -134,7 +135,7 @@ def test_records_catalog_stats_work_files_and_logs_follow(store, scene):
         table = pq.read_table(path)
         column = "key" if "key" in table.column_names else "record_key"
         assert not scene["ann_keys"] & set(table[column].to_pylist())
-    (entry,) = run_log(out)
+    (entry,) = RunFolder(out).revocation_log()
     assert entry["samples_removed"] == 3
     audit = store.audit_entries()
     assert [e["event"] for e in audit if e.get("contributor_id") == ann.contributor_id][-2:] == [
@@ -160,7 +161,7 @@ def stored_rows(root: Path) -> dict[str, np.ndarray]:
 
 def test_a_revoked_contributor_leaves_no_embedding_and_the_other_rows_still_pair(store, scene):
     out, ann_keys = scene["out"], scene["ann_keys"]
-    root = out / embedding_store.RUN_DIR
+    root = RunFolder(out).embeddings
     before = stored_rows(root)
     assert len(ann_keys & before.keys()) == 4
     revoke(store, scene["ann"].contributor_id, {"channel": "test"}, [out])
@@ -203,11 +204,11 @@ def test_an_interrupted_revocation_is_finished_by_running_it_again(store, scene,
             revoke(store, scene["ann"].contributor_id, {"channel": "test"}, [out])
     _, (again,) = revoke(store, scene["ann"].contributor_id, {"channel": "test"}, [out])
     assert catalog.query(out, "SELECT count(*) n FROM records WHERE reason = 'revoked'").to_pylist() == [{"n": 4}]
-    assert run_log(out) == [again.as_dict()]
+    assert RunFolder(out).revocation_log() == [again.as_dict()]
     assert (again.records_revoked, again.samples_removed) == (4, 3)  # the whole pass, not the resumed part
     assert again.shards_removed == ["shard-00002"] and not (out / "shards" / "shard-00002.tar").exists()
     assert index_matches_files(out / "shards")
-    assert not scene["ann_keys"] & set(embedding_store.load(out / embedding_store.RUN_DIR).keys)
+    assert not scene["ann_keys"] & set(embedding_store.load(RunFolder(out).embeddings).keys)
     settled = snapshot(out)
     _, (third,) = revoke(store, scene["ann"].contributor_id, {"channel": "test"}, [out])
     assert (third.pass_id, third.samples_removed, third.records_revoked) == (None, 0, 0)

@@ -45,17 +45,17 @@ def test_attach_embed_score_store_filter_on_three_records(tmp_path, clip768):
     batch = watermark.Watermark(scoring.watermark)(batch)
     batch = images.drop_images(dedup.add_phash(batch))
     batch = EmbeddingHeads(scoring)(batch)
-    batch = store.EmbeddingWriter(tmp_path / store.RUN_DIR)(batch)
+    batch = store.EmbeddingWriter(tmp_path / "embeddings")(batch)
     out = ScoreFilter(scoring)(batch).to_pylist()
 
     assert [r["status"] for r in out] == ["pending"] * 3 + ["failed"]
     for column in (aesthetic.SCORE, watermark.SCORE, nsfw.SCORE, dedup.PHASH, store.FILE, store.ROW):
         assert [r[column] is None for r in out] == [False, False, False, True], column
     assert all(0 <= r[watermark.SCORE] <= 1 and 0 <= r[nsfw.SCORE] <= 1 for r in out[:3])
-    stored = store.load(tmp_path / store.RUN_DIR, keys[:3])
+    stored = store.load(tmp_path / "embeddings", keys[:3])
     assert np.allclose(np.linalg.norm(stored.vectors.astype(np.float32), axis=1), 1, atol=2e-3)
     for r, vector in zip(out, stored.vectors):
-        assert np.array_equal(np.load(tmp_path / store.RUN_DIR / r[store.FILE])[r[store.ROW]], vector)
+        assert np.array_equal(np.load(tmp_path / "embeddings" / r[store.FILE])[r[store.ROW]], vector)
 
 
 def test_attach_images_fails_for_a_pending_record_the_fetcher_has_no_image_for(tmp_path):

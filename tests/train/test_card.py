@@ -25,9 +25,9 @@ from curate import catalog
 from curate.optin import consent
 from curate.optin.catalog import catalog_tables
 from curate.optin.consent import Scope
-from curate.optin.layout import RUN_LOG
 from curate.optin.report import card_section
 from curate.optin.store import Store
+from curate.runfolder import RunFolder
 from curate.score.clip import ClipSpec
 from train import card
 
@@ -199,7 +199,7 @@ def test_optin_contributors_release_scope_and_late_revocations(demo_model, demo_
     out, keys = optin_run(demo_out, tmp_path)
     model = copy_model(demo_model, tmp_path / "model", sorted((out / "shards").glob("*.tar")))
     finished = datetime.fromisoformat(json.loads((model / "training.json").read_text())["finished_at"])
-    (out / RUN_LOG).write_text(json.dumps({
+    RunFolder(out).revocations.write_text(json.dumps({
         "applied_at": (finished + timedelta(days=1)).isoformat(), "revocation_ids": ["rev-1"], "records_revoked": 1,
         "samples_removed": 1, "shards_rewritten": ["shard-00000"], "shards_removed": []}) + "\n")
     text = card.render(model)

@@ -22,6 +22,7 @@ from PIL import Image, PngImagePlugin
 
 from curate.catalog import query
 from curate.config import ConfigError
+from curate.runfolder import EMBEDDINGS, RunFolder
 from curate.score import store
 from train import memorization
 from train.generate import PARTS
@@ -86,7 +87,7 @@ def model_reading(model: Path, folder: Path, shards: list[str]) -> Path:
 def linked_run(run: Path, folder: Path, scoring: dict | None | str = "same", embeddings: bool = True) -> Path:
     """A curation run folder sharing ``run``'s catalog and shards, with its own run.yaml."""
     folder.mkdir(parents=True)
-    for name in ("catalog.duckdb", "shards", *([store.RUN_DIR] if embeddings else [])):
+    for name in ("catalog.duckdb", "shards", *([EMBEDDINGS] if embeddings else [])):
         (folder / name).symlink_to(run / name)
     config = yaml.safe_load((run / "run.yaml").read_text())
     if scoring != "same":
@@ -196,8 +197,8 @@ def test_a_shard_training_did_not_read_holds_no_candidates(demo_model: Path, dem
 def test_trained_samples_without_an_embedding_are_counted(demo_model: Path, demo_out: Path, tmp_path: Path):
     run = linked_run(demo_out, tmp_path / "run", embeddings=False)
     keys = [key for key, _ in trained_keys(demo_out, ["shard-00000"])]
-    kept = store.load(demo_out / store.RUN_DIR, keys[2:])
-    store.write_part(run / store.RUN_DIR, kept.keys, kept.vectors)
+    kept = store.load(RunFolder(demo_out).embeddings, keys[2:])
+    store.write_part(RunFolder(run).embeddings, kept.keys, kept.vectors)
     restricted = model_reading(demo_model, tmp_path / "model", shard_files(run, ["shard-00000"]))
     sample = save_png(Image.new("RGB", (32, 32), (200, 30, 30)), tmp_path / "red.png")
     summary = memorization.check(restricted, sample, tmp_path / "check", threshold=THRESHOLD, k=2)
