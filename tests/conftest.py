@@ -6,6 +6,8 @@ import pytest
 # No test may reach a model hub: without this a pretrained tag retries the network for ~46 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Tests assert the modes outputs get (group and others may read them): the usual umask, whatever the shell has.
+os.umask(0o022)
 
 DEMO = Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml"
 

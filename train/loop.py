@@ -21,10 +21,8 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from collections.abc import Callable
@@ -38,6 +36,7 @@ from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 
 from curate.config import ConfigError
+from curate.io import atomic_folder, partial_folder, publish_folder, start_folder
 from train import config as config_io
 from train import data
 from train.config import EmaConfig, OptimConfig, TrainConfig
@@ -145,12 +144,6 @@ def make_accelerator(config: TrainConfig, paths: JobPaths) -> Accelerator:
                                                                               logging_dir=str(paths.logs)))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
-
-
 def _flat(prefix: str, value: Any) -> dict[str, Any]:
     """Config as flat scalars, what tensorboard's hparams accept."""
     if isinstance(value, dict):
@@ -253,19 +246,19 @@ class Run:
             self.state.positions.update(owned["positions"])
             self.state.bad_samples.update(owned["bad_samples"])
         final = self.paths.checkpoint(self.state.step)
-        partial = final.with_name(final.name + ".partial")
         if accelerator.is_main_process:
-            shutil.rmtree(partial, ignore_errors=True)
+            start_folder(final)
         accelerator.wait_for_everyone()
+        # Every process saves its part into the one partial folder; a checkpoint appears complete or not at all.
+        partial = partial_folder(final)
         accelerator.save_state(str(partial))
         if accelerator.is_main_process:
-            _atomic_write(partial / "config.yaml", config_io.dump(self.config))
+            (partial / "config.yaml").write_text(config_io.dump(self.config), encoding="utf-8")
             meta = {"job": self.job, "step": self.state.step, "batches_per_process": self.state.batches,
                     "data_positions": {str(k): v for k, v in sorted(self.state.positions.items())},
                     "processes": accelerator.num_processes, "time": time.time()}
-            _atomic_write(partial / "meta.json", json.dumps(meta, indent=2))
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(partial, final)  # a checkpoint appears complete or not at all
+            (partial / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            publish_folder(final)
             for old in self.paths.saved()[:-self.settings.loop.keep_checkpoints]:
                 shutil.rmtree(old)
         accelerator.wait_for_everyone()
@@ -295,15 +288,12 @@ class Run:
 
     def export(self) -> Path:
         if self.accelerator.is_main_process:
-            partial = self.paths.final.with_name("final.partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
             self.task.network.eval()
-            self._with_ema_weights(lambda: self.task.export(partial))
-            _atomic_write(partial / "config.yaml", config_io.dump(self.config))
-            _atomic_write(partial / TRAINING_RECORD, json.dumps(self._training_record(), indent=2))
-            shutil.rmtree(self.paths.final, ignore_errors=True)
-            os.replace(partial, self.paths.final)
+            with atomic_folder(self.paths.final) as partial:
+                self._with_ema_weights(lambda: self.task.export(partial))
+                (partial / "config.yaml").write_text(config_io.dump(self.config), encoding="utf-8")
+                (partial / TRAINING_RECORD).write_text(json.dumps(self._training_record(), indent=2),
+                                                       encoding="utf-8")
         self.accelerator.wait_for_everyone()
         return self.paths.final
 

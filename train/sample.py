@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from curate.io import atomic_path, write_text_atomic
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -133,13 +133,9 @@ def grid(images: list[Image.Image], labels: list[str], columns: int = 4) -> Imag
 
 def save_grid(images: list[Image.Image], labels: list[str], path: Path, step: int | None = None,
               columns: int = 4) -> Path:
-    """The grid as PNG and its labels as JSON beside it, each written to a temp file then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png.tmp", delete=False) as tmp:
+    """The grid as PNG and its labels as JSON beside it, each written atomically."""
+    with atomic_path(path) as tmp:
         grid(images, labels, columns).save(tmp, format="PNG")
-    os.replace(tmp.name, path)
-    labels_path = path.with_suffix(".json")
     meta = ({"step": step} if step is not None else {}) | {"labels": labels}
-    labels_path.with_suffix(".json.tmp").write_text(json.dumps(meta, indent=2))
-    os.replace(labels_path.with_suffix(".json.tmp"), labels_path)
+    write_text_atomic(json.dumps(meta, indent=2), path.with_suffix(".json"))
     return path
