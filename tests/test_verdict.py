@@ -221,7 +221,7 @@ def run_ingest(tmp_path: Path, permission: str) -> list[dict]:
                                     "c.jpg": {"license": "Used with permission"}})
     (tmp_path / "archive-2026.yaml").write_text(permission)
     manifest = tmp_path / "archive.yaml"
-    manifest.write_text(f"source: archive\nname: Archive\nadapter: local\nlicense_field: license\n"
+    manifest.write_text(f"source: archive\nname: Archive\nadapter: local\n"
                         f"metadata: [{folder}]\npermissions: [./archive-2026.yaml]\n")
     pipeline = tmp_path / "pipeline.yaml"
     pipeline.write_text(f"name: t\nsources:\n  - manifest: {manifest}\n")

@@ -1,12 +1,15 @@
 """Source adapters: each source's own record format -> record rows (see ``curate.records``).
 
-An adapter is a module with one function::
+An adapter is a module with an options model and one function::
 
-    def read(path: Path, source: str, options: dict) -> Iterator[dict]
+    class Options(AdapterOptions): ...
+    def read(path: Path, source: str, options: dict | Options) -> Iterator[dict]
 
 ``path`` is one metadata file (or folder, for the local source), ``source`` the source
 name used in keys (from the manifest), ``options`` the adapter options from the
-manifest. It yields one row per candidate image, built with ``records.candidate`` or,
+manifest merged with the pipeline's, which ``curate.config`` checks against ``Options``
+when the pipeline loads (``read`` parses them again: tests call it with a plain dict).
+It yields one row per candidate image, built with ``records.candidate`` or,
 for input it cannot use, ``records.rejected`` with a reason: malformed input never
 stops a run. Adapters do no I/O beyond reading ``path`` and files named in ``options``.
 """
@@ -19,7 +22,9 @@ import importlib
 import json
 import unicodedata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 ADAPTERS = {
     "cleveland": "curate.sources.cleveland",
@@ -34,15 +39,40 @@ ADAPTERS = {
     "optin": "curate.sources.optin",
 }
 
-Reader = Callable[[Path, str, dict], Iterator[dict]]
+Reader = Callable[[Path, str, Any], Iterator[dict]]
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class AdapterOptions(BaseModel):
+    """Base of an adapter's ``Options``: a misspelt option is an error, not a silently used default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _module(name: str):
+    try:
+        return importlib.import_module(ADAPTERS[name])
+    except KeyError:
+        raise ValueError(f"unknown adapter {name!r}; known adapters: {', '.join(sorted(ADAPTERS))}") from None
 
 
 def load_adapter(name: str) -> Reader:
+    return _module(name).read
+
+
+def options_model(name: str) -> type[BaseModel]:
+    return _module(name).Options
+
+
+def parse_options(model: type[Model], options: Any, source: str) -> Model:
+    """``options`` (a manifest's dict, or already parsed) as ``model``; errors name the source and the field."""
+    if isinstance(options, model):
+        return options
     try:
-        module = importlib.import_module(ADAPTERS[name])
-    except KeyError:
-        raise ValueError(f"unknown adapter {name!r}; known adapters: {', '.join(sorted(ADAPTERS))}") from None
-    return module.read
+        return model.model_validate(options)
+    except ValidationError as e:
+        problems = "; ".join(f"options.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise ValueError(f"source {source}: {problems}") from None
 
 
 def _open_text(path: Path):

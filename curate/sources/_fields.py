@@ -52,14 +52,6 @@ def flag(value: Any) -> bool | None:
     return None
 
 
-def option_flag(options: dict, name: str, default: bool) -> bool:
-    """A yes/no adapter option; anything else is a setup error (``"false"`` must not read as true)."""
-    value = flag(options.get(name, default))
-    if value is None:
-        raise ValueError(f"option {name} must be true or false, got {options[name]!r}")
-    return value
-
-
 def raw(value: Any) -> str | None:
     """A raw value for ``license_value``/``raw``: strings as given, everything else as JSON."""
     if value is None or isinstance(value, str):

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from curate import records, verdict
-from curate.sources._fields import (flag, guarded, ident, kind, malformed, option_flag, raw,
-                                    require_path)
-from curate.sources import json_documents, text
+from curate.sources._fields import flag, guarded, ident, kind, malformed, raw, require_path
+from curate.sources import AdapterOptions, json_documents, parse_options, text
 
 PAGE_URL = "https://www.artic.edu/artworks/{id}"
 CONFIG = "config.json"
@@ -34,13 +33,18 @@ CONFIG = "config.json"
 LICENSES = {True: "CC0-1.0", False: "all-rights-reserved"}
 
 
-def read(path: Path, source: str, options: dict) -> Iterator[dict]:
+class Options(AdapterOptions):
+    iiif_url: str | None = None
+    size: str = "843,"
+    alt_images: bool = False
+
+
+def read(path: Path, source: str, options: dict | Options) -> Iterator[dict]:
+    settings = parse_options(Options, options, source)
     path = require_path(path, source, folder_ok=True)
-    size = str(options.get("size", "843,"))
-    alt_images = option_flag(options, "alt_images", False)
-    option_iiif = text(options.get("iiif_url"))
+    option_iiif = text(settings.iiif_url)
     dump_iiif = None if option_iiif else config_iiif_url(path)
-    return _read(path, source, option_iiif, dump_iiif, size, alt_images)
+    return _read(path, source, option_iiif, dump_iiif, settings.size, settings.alt_images)
 
 
 def _read(path: Path, source: str, option_iiif: str | None, dump_iiif: str | None, size: str,

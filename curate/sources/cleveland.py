@@ -11,13 +11,12 @@ Options:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from curate import records, verdict
-from curate.sources import text
+from curate.sources import AdapterOptions, parse_options, text
 from curate.sources._fields import ident, joined, json_records, kind, malformed, raw
 
-RENDITIONS = ("web", "print", "full")
 FALLBACK = ("print", "web")
 # ``share_license_status`` is a fixed code: the CMA releases "CC0" images under CC0 1.0
 # and marks everything else "Copyrighted" (its report counts an unused "other" bucket,
@@ -25,15 +24,13 @@ FALLBACK = ("print", "web")
 LICENSES = {"CC0": "CC0-1.0", "Copyrighted": "all-rights-reserved"}
 
 
-def read(path: Path, source: str, options: dict) -> Iterator[dict]:
-    order = rendition_order(options.get("rendition", "web"))
+class Options(AdapterOptions):
+    rendition: Literal["web", "print", "full"] = "web"
+
+
+def read(path: Path, source: str, options: dict | Options) -> Iterator[dict]:
+    order = tuple(dict.fromkeys((parse_options(Options, options, source).rendition, *FALLBACK)))
     return json_records(path, source, lambda record, origin: _rows(record, origin, source, order))
-
-
-def rendition_order(rendition: str) -> tuple[str, ...]:
-    if rendition not in RENDITIONS:
-        raise ValueError(f"cleveland: option rendition must be one of {', '.join(RENDITIONS)}, got {rendition!r}")
-    return tuple(dict.fromkeys((rendition, *FALLBACK)))
 
 
 def _rows(record: dict, origin: str, source: str, order: tuple[str, ...]) -> list[dict]:

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from curate import records, verdict
-from curate.sources import json_documents, text
+from curate.sources import AdapterOptions, json_documents, parse_options, text
 from curate.sources._html import strip_html, text_by_language
 
 EXT = "imageinfo[0].extmetadata"
@@ -43,8 +43,12 @@ NOT_STILL_TYPES = frozenset({"webm", "ogv", "ogg", "oga", "opus", "mp3", "wav", 
                              "mpg", "mpeg", "pdf", "djvu", "stl"})
 
 
-def read(path: Path, source: str, options: dict) -> Iterator[dict]:
-    language = options.get("language", "en")
+class Options(AdapterOptions):
+    language: str = "en"
+
+
+def read(path: Path, source: str, options: dict | Options) -> Iterator[dict]:
+    language = parse_options(Options, options, source).language
     for origin, value, error in json_documents(Path(path)):
         if error:
             yield records.rejected(source, None, "malformed_record", f"{origin}: {error}", origin=origin, raw=value)

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import quote
 
 from curate import records, verdict
-from curate.sources import json_documents, text
+from curate.sources import AdapterOptions, json_documents, parse_options, text
 
 DEFAULT_BASE_URL = "https://api.finna.fi"
 RECORD_PAGE = "https://www.finna.fi/Record/{}"
@@ -27,8 +27,12 @@ _PRODUCTION_DATE = re.compile(r"^valmistusaika\s*:?\s*(.+)$", re.IGNORECASE)
 _PRODUCTION_WORD = re.compile(r"\bvalmistusaika\s*", re.IGNORECASE)  # "1931, valmistusaika marraskuu"
 
 
-def read(path: Path, source: str, options: dict) -> Iterator[dict]:
-    base_url = str(options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+class Options(AdapterOptions):
+    base_url: str = DEFAULT_BASE_URL
+
+
+def read(path: Path, source: str, options: dict | Options) -> Iterator[dict]:
+    base_url = parse_options(Options, options, source).base_url.rstrip("/")
     for origin, value, error in json_documents(Path(path)):
         if error:
             yield records.rejected(source, None, "malformed_record", f"{origin}: {error}", origin=origin, raw=value)

@@ -17,8 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from pydantic import Field
+
 from curate import licenses, records, verdict
-from curate.sources import json_lines, text
+from curate.sources import AdapterOptions, json_lines, parse_options, text
 from curate.sources._html import strip_html
 
 DEFAULT_SIZES = ("url_o", "url_l", "url_c", "url_z", "url_m")
@@ -36,9 +38,14 @@ class FlickrLicense:
     url: str | None
 
 
-def read(path: Path, source: str, options: dict) -> Iterator[dict]:
-    table = license_table(Path(options.get("licenses_path") or DEFAULT_LICENSES))
-    sizes = tuple(options.get("sizes") or DEFAULT_SIZES)
+class Options(AdapterOptions):
+    sizes: tuple[str, ...] = Field(default=DEFAULT_SIZES, min_length=1)
+    licenses_path: Path = DEFAULT_LICENSES
+
+
+def read(path: Path, source: str, options: dict | Options) -> Iterator[dict]:
+    settings = parse_options(Options, options, source)
+    table, sizes = license_table(settings.licenses_path), settings.sizes
     for origin, value, error in json_lines(Path(path)):
         if error:
             yield records.rejected(source, None, "malformed_record", f"{origin}: {error}", origin=origin, raw=value)

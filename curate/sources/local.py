@@ -28,7 +28,7 @@ from typing import Any, Iterator
 from urllib.parse import quote
 
 from curate import records, verdict
-from curate.sources import json_lines, text
+from curate.sources import AdapterOptions, json_lines, parse_options, text
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff"})
 METADATA_FILE = "metadata.jsonl"
@@ -36,7 +36,14 @@ STRING_KEYS = ("title", "creator", "date", "license", "license_url", "descriptio
 LICENSE_KEYS = ("license", "license_url")
 
 
-def read(path: Path, source: str, options: dict) -> Iterator[dict]:
+class Options(AdapterOptions):
+    license: str | None = None
+    license_url: str | None = None
+    base_url: str | None = None
+
+
+def read(path: Path, source: str, options: dict | Options) -> Iterator[dict]:
+    settings = parse_options(Options, options, source)
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"local source folder {root} does not exist")
@@ -47,7 +54,7 @@ def read(path: Path, source: str, options: dict) -> Iterator[dict]:
     if (root / METADATA_FILE).is_file():
         yield from _read_metadata(root, source, images, listed)
     for rel, image in images.items():
-        yield _row(source, root, rel, image, listed.get(rel), options)
+        yield _row(source, root, rel, image, listed.get(rel), settings)
 
 
 def _images(root: Path) -> dict[str, Path]:
@@ -152,7 +159,7 @@ def _read_sidecar(sidecar: Path) -> tuple[dict[str, Any], str, str | None]:
 
 
 def _row(source: str, root: Path, rel: str, image: Path,
-         listed: tuple[str, dict[str, Any]] | None, options: dict) -> dict:
+         listed: tuple[str, dict[str, Any]] | None, options: Options) -> dict:
     origin, fields = listed if listed else (str(image), {})
     evidence = _evidence(METADATA_FILE, fields)
     sidecar = _sidecar(image)
@@ -165,11 +172,11 @@ def _row(source: str, root: Path, rel: str, image: Path,
         fields = {**fields, **extra}
     # The folder default is evidence too: a sidecar that contradicts it is a conflict to look
     # at, not an override.
-    evidence += _evidence("manifest:options", options)
-    license_url = fields.get("license_url") or text(options.get("license_url"))
+    evidence += _evidence("manifest:options", options.model_dump())
+    license_url = fields.get("license_url") or text(options.license_url)
     meta = {key: item for key, item in fields.items() if key not in STRING_KEYS}
     return records.candidate(
-        source, fields.get("source_id", rel), origin=origin, url=_url(rel, image, options.get("base_url")),
+        source, fields.get("source_id", rel), origin=origin, url=_url(rel, image, options.base_url),
         **verdict.primary(evidence),
         license_url=license_url, creator=fields.get("creator"), title=fields.get("title"), date=fields.get("date"),
         consent_id=fields.get("consent_id"),
@@ -181,7 +188,7 @@ def _evidence(where: str, fields: dict[str, Any]) -> list[verdict.Piece]:
     return [piece for key in LICENSE_KEYS for piece in verdict.pieces(f"{where}:{key}", text(fields.get(key)))]
 
 
-def _url(rel: str, image: Path, base_url: Any) -> str:
+def _url(rel: str, image: Path, base_url: str | None) -> str:
     if base_url:
-        return f"{str(base_url).rstrip('/')}/{quote(rel)}"
+        return f"{base_url.rstrip('/')}/{quote(rel)}"
     return image.resolve().as_uri()

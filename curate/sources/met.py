@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from curate import records, verdict
-from curate.sources import text
-from curate.sources._fields import flag, ident, joined, json_records, kind, malformed, option_flag, raw
+from curate.sources import AdapterOptions, parse_options, text
+from curate.sources._fields import flag, ident, joined, json_records, kind, malformed, raw
 
 # ``isPublicDomain: true`` means the Met releases the object's images under its Open
 # Access policy as CC0; ``false`` objects are in copyright (or unknown) and the API
@@ -22,8 +22,12 @@ from curate.sources._fields import flag, ident, joined, json_records, kind, malf
 LICENSES = {True: "CC0-1.0", False: "all-rights-reserved"}
 
 
-def read(path: Path, source: str, options: dict) -> Iterator[dict]:
-    additional = option_flag(options, "additional_images", True)
+class Options(AdapterOptions):
+    additional_images: bool = True
+
+
+def read(path: Path, source: str, options: dict | Options) -> Iterator[dict]:
+    additional = parse_options(Options, options, source).additional_images
     return json_records(path, source, lambda record, origin: _rows(record, origin, source, additional))
 
 

@@ -15,15 +15,14 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal
 
 from curate import records, verdict
-from curate.sources import text
+from curate.sources import AdapterOptions, parse_options, text
 from curate.sources._fields import flag, ident, malformed, require_path
 
 OBJECTS = "objects.csv"
 IMAGES = "published_images.csv"
-VIEWS = ("primary", "all")
 PAGE_URL = "https://www.nga.gov/collection/art-object-page.{id}.html"
 META_FIELDS = ("medium", "dimensions", "classification", "subclassification", "visualbrowserclassification",
                "departmentabbr", "creditline", "inscription", "attributioninverted", "accessionnum", "portfolio",
@@ -35,13 +34,15 @@ OBJECT_FIELDS = ("objectid", "title", "displaydate", "attribution", *META_FIELDS
 LICENSES = {True: "CC0-1.0", False: "all-rights-reserved"}
 
 
-def read(path: Path, source: str, options: dict) -> Iterator[dict]:
-    views = options.get("views", "primary")
-    if views not in VIEWS:
-        raise ValueError(f"nga: option views must be one of {', '.join(VIEWS)}, got {views!r}")
-    size = str(options.get("size", "!1024,1024"))
+class Options(AdapterOptions):
+    views: Literal["primary", "all"] = "primary"
+    size: str = "!1024,1024"
+
+
+def read(path: Path, source: str, options: dict | Options) -> Iterator[dict]:
+    settings = parse_options(Options, options, source)
     objects_path, images_path = csv_paths(require_path(path, source, folder_ok=True), source)
-    return _read(source, objects_path, images_path, views, size)
+    return _read(source, objects_path, images_path, settings.views, settings.size)
 
 
 def csv_paths(path: Path, source: str) -> tuple[Path, Path]:

@@ -39,7 +39,10 @@ ORDER BY s.submission_id
 """
 
 
-def read(path: Path, source: str, options: dict) -> Iterator[dict]:
+Options = optin_options.SourceOptions
+
+
+def read(path: Path, source: str, options: dict | Options) -> Iterator[dict]:
     settings = optin_options.parse(options, f"source {source}")
     store = Store(Path(path), read_only=True)
     for row in store.rows(_QUERY):

@@ -15,10 +15,10 @@ Options:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 from curate import records, verdict
-from curate.sources import text
+from curate.sources import AdapterOptions, parse_options, text
 from curate.sources._fields import ident, joined, json_records, kind, malformed, raw
 
 MEDIA = "content.descriptiveNonRepeating.online_media.media"
@@ -36,10 +36,12 @@ COLLECTOR_ROLES = frozenset({"collector"})
 DESCRIPTION_LABELS = frozenset({"description", "summary", "abstract", "brief description"})
 
 
-def read(path: Path, source: str, options: dict) -> Iterator[dict]:
-    rendition = options.get("rendition", "screen")
-    if rendition not in RENDITIONS:
-        raise ValueError(f"smithsonian: option rendition must be one of {', '.join(RENDITIONS)}, got {rendition!r}")
+class Options(AdapterOptions):
+    rendition: Literal["screen", "high-resolution", "content"] = "screen"  # the keys of RENDITIONS
+
+
+def read(path: Path, source: str, options: dict | Options) -> Iterator[dict]:
+    rendition = parse_options(Options, options, source).rendition
     return json_records(path, source, lambda row, origin: _rows(row, origin, source, rendition))
 
 
