@@ -8,12 +8,9 @@ OUT ?= out/demo
 
 .PHONY: install demo test test-slow bench-fetch bench-train clean
 
-$(BIN)/.installed: pyproject.toml constraints.txt
+$(BIN)/.installed: pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
-	# Tools that import torchvision before any of our code (the accelerate CLI imports timm)
-	# need the CPU fix too: this .pth runs curate/_torchvision_cpu.py's hook at interpreter start.
-	$(BIN)/python -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], 'cleanroom_torchvision_cpu.pth').write_text('import curate._torchvision_cpu\\n')"
 	touch $@
 
 install: $(BIN)/.installed

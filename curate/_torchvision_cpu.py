@@ -11,9 +11,10 @@ the way torchvision itself does (``torch.ops.load_library``) and defines the sch
 if that load fails. Where the library loads (a CUDA install, or a matching CPU build) the
 real operators are registered and nothing else changes. It is installed by importing
 ``curate`` (or ``train``), which every process that runs our stages does (driver, Ray
-workers, spawned processes), and by a one-line ``.pth`` file the Makefile's install step
-writes into the environment, for tools that import torchvision before any of our code
-(the ``accelerate`` CLI imports timm). It does nothing until torchvision is first imported.
+workers, spawned processes), and by a one-line ``.pth`` file that every install of the
+package puts at the top of site-packages (see setup.py), for tools that import torchvision
+before any of our code (the ``accelerate`` CLI imports timm). It does nothing until
+torchvision is first imported.
 """
 
 from __future__ import annotations

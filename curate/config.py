@@ -1,9 +1,9 @@
 """Typed, validated configuration: source manifests and pipelines.
 
-A *manifest* (``manifests/<source>.yaml``) declares one source: its adapter, where its
-metadata lives, the field that carries the license, fetch politeness and the
-attribution template. A *pipeline* (``pipelines/*.yaml``) names the sources to run, the
-license policy, filter thresholds and shard settings. Both are validated at load, with
+A *manifest* (``manifests/<source>.yaml``) declares one source: its adapter and the
+adapter's options (checked against the adapter's ``Options`` model), where its metadata
+lives, fetch politeness and the attribution template. A *pipeline* (``pipelines/*.yaml``)
+names the sources to run, the license policy, filter thresholds and shard settings. Both are validated at load, with
 errors that name the file and the field; the resolved pipeline is saved as
 ``OUT/run.yaml`` beside every run.
 """
@@ -14,19 +14,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from curate import permissions, templates
-from curate.caption import CaptionConfig
+from curate import data, permissions, templates
+from curate.captioners.config import CaptionConfig
 from curate.dedup import NearDedupConfig
 from curate.fetch import FetchSettings
 from curate.licenses import LicenseFileError
 from curate.score.filter import ScoringConfig
-from curate.sources import ADAPTERS
+from curate.sources import ADAPTERS, options_model
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-MANIFESTS_DIR = PROJECT_ROOT / "manifests"
-LICENSES_DIR = PROJECT_ROOT / "licenses"
+MANIFESTS_DIR = data.MANIFESTS
+LICENSES_DIR = data.LICENSES
+PIPELINES_DIR = data.PIPELINES
 
 
 class ConfigError(ValueError):
@@ -42,8 +43,6 @@ class Manifest(Strict):
     name: str
     adapter: str
     metadata: list[str] = Field(default_factory=list)  # paths or globs, relative to the manifest
-    license_field: str
-    homepage: str | None = None
     # Permission files (licenses/permissions/<name>.yaml, or paths) covering this source's records.
     permissions: list[str] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)
@@ -55,6 +54,17 @@ class Manifest(Strict):
     def _known_adapter(cls, value: str) -> str:
         if value not in ADAPTERS:
             raise ValueError(f"unknown adapter {value!r}; known: {', '.join(sorted(ADAPTERS))}")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options_known(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "adapter" in info.data:  # else the adapter's own error says why
+            try:
+                options_model(info.data["adapter"]).model_validate(value)
+            except ValidationError as e:
+                problems = "; ".join(f"{_dotted(err['loc'])}: {err['msg']}" for err in e.errors())
+                raise PydanticCustomError("adapter_options", "{problems}", {"problems": problems}) from None
         return value
 
     @field_validator("attribution")
@@ -110,8 +120,7 @@ class ResolvedSource(Strict):
     name: str
     adapter: str
     metadata: list[str]  # absolute paths or globs
-    license_field: str
-    options: dict[str, Any]
+    options: dict[str, Any]  # as written (run variables filled in), checked against the adapter's Options
     fetch: FetchSettings
     attribution: str
     permissions: list[str] = []  # absolute paths of permission files, checked when the pipeline resolves
@@ -177,17 +186,33 @@ def load_pipeline(path: Path) -> Pipeline:
     return validate(Pipeline, load_yaml(path), path)
 
 
+def _bare(reference: str) -> bool:
+    """A name (``met``), not a path (``met.yaml``, ``./met.yaml``, ``manifests/met.yaml``)."""
+    return "/" not in reference and not reference.endswith((".yaml", ".yml"))
+
+
 def manifest_path(reference: str, base: Path) -> Path:
-    """A bare name (``met``) means the project's ``manifests/met.yaml``; else a path from ``base``."""
-    if "/" not in reference and not reference.endswith((".yaml", ".yml")):
+    """A bare name (``met``) means the bundled ``manifests/met.yaml``; else a path from ``base``."""
+    if _bare(reference):
         return MANIFESTS_DIR / f"{reference}.yaml"
     return (base / reference).resolve()
 
 
 def policy_path(reference: str, base: Path) -> Path:
-    if "/" not in reference and not reference.endswith((".yaml", ".yml")):
+    if _bare(reference):
         return LICENSES_DIR / f"policy-{reference}.yaml"
     return (base / reference).resolve()
+
+
+def pipeline_path(reference: str) -> Path:
+    """A bare name (``demo``) means the bundled ``pipelines/demo.yaml``; else a path (from the working directory)."""
+    if not _bare(reference):
+        return Path(reference)
+    path = PIPELINES_DIR / f"{reference}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml")))
+        raise ConfigError(f"no bundled pipeline named {reference!r} (bundled: {known}); give a path to a pipeline file")
+    return path
 
 
 def _expand(value: Any, variables: dict[str, str], where: str) -> Any:
@@ -226,8 +251,7 @@ def resolve_sources(pipeline: Pipeline, pipeline_file: Path, variables: dict[str
             raise ConfigError(f"{pipeline_file}: sources[{priority}] ({manifest.source}) fetch: {e}") from None
         resolved.append(ResolvedSource(
             source=manifest.source, name=manifest.name, adapter=manifest.adapter, metadata=metadata,
-            license_field=manifest.license_field,
-            options=_expand({**manifest.options, **entry.options}, variables, where),
+            options=_source_options(manifest, entry, where, variables),
             fetch=settings, attribution=manifest.attribution, priority=priority,
             permissions=_permission_files(manifest, path),
         ))
@@ -235,6 +259,22 @@ def resolve_sources(pipeline: Pipeline, pipeline_file: Path, variables: dict[str
     if len(set(names)) != len(names):
         raise ConfigError(f"{pipeline_file}: a source appears twice in sources: {names}")
     return resolved
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _source_options(manifest: Manifest, entry: SourceEntry, where: str, variables: dict[str, str]) -> dict[str, Any]:
+    """The manifest's options with the pipeline's over them, checked against the adapter's model (the
+    manifest's own were checked when it loaded), so a misspelt option stops the run before it starts."""
+    options = _expand({**manifest.options, **entry.options}, variables, where)
+    try:
+        options_model(manifest.adapter).model_validate(options)
+    except ValidationError as e:
+        problems = "; ".join(f"options.{_dotted(err['loc'])}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"{where} ({manifest.source}): {problems}") from None
+    return options
 
 
 def _permission_files(manifest: Manifest, path: Path) -> list[str]:

@@ -42,9 +42,8 @@ from curate import pixels, records
 from curate.io import write_parquet_atomic, write_text_atomic
 
 # albumentations (imported by img2dataset) asks PyPI for a newer version at import time:
-# without network that is a stall and a warning in every worker process.
+# without network that is a stall and a warning in every worker process (they inherit this).
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-import img2dataset  # noqa: E402  (needs the variable above)
 
 CANDIDATES = "candidates.parquet"
 SETTINGS = "settings.json"
@@ -196,6 +195,8 @@ def _img2dataset(url_list: Path, output: Path, settings: FetchSettings) -> None:
     call (the caller holds the main thread), and a version of img2dataset that stops using
     it is refused rather than silently storing cv2-decoded pixels.
     """
+    import img2dataset  # with torch, ray and wandb: loaded to fetch, not when a config names FetchSettings
+
     main = importlib.import_module("img2dataset.main")  # the package rebinds ``main`` to a function
     normaliser, built = pixels.Normaliser(settings.target()), []
 

@@ -23,7 +23,9 @@ import iso3166
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-LICENSES_DIR = Path(__file__).resolve().parents[1] / "licenses"
+from curate import data
+
+LICENSES_DIR = data.LICENSES
 REGISTRY_PATH = LICENSES_DIR / "registry.yaml"
 DEFAULT_POLICY_PATH = LICENSES_DIR / "policy-default.yaml"
 

@@ -175,8 +175,10 @@ def test_fate_of_success():
 
 
 def test_refuses_an_img2dataset_that_would_not_use_our_pixels(monkeypatch, tmp_path):
+    import img2dataset
+
     # As if a new img2dataset built its resizer elsewhere: cv2's pixels would reach the shards.
-    monkeypatch.setattr(fetch.img2dataset, "download", lambda **_: None)
+    monkeypatch.setattr(img2dataset, "download", lambda **_: None)
     with pytest.raises(RuntimeError, match="curate.pixels was not used"):
         fetch.download(pa.table({"key": ["a"], "url": ["http://127.0.0.1:9/a.jpg"]}), tmp_path, SETTINGS)
 

@@ -1,5 +1,7 @@
+import importlib.metadata
 import subprocess
 import sys
+import sysconfig
 
 
 def test_open_clip_imports_and_builds_a_model_in_a_fresh_process():
@@ -25,3 +27,10 @@ def test_tools_that_import_torchvision_first_work_in_the_installed_environment()
     result = subprocess.run([sys.executable, "-c", "import timm, torchvision; print('ok')"],
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_pth_file_is_installed_with_the_package():
+    # setup.py ships it in editable installs and wheels alike: no install step writes it by hand.
+    # (Looked up in site-packages: the checkout's own egg-info, on the path in tests, lists no installed files.)
+    (installed,) = importlib.metadata.distributions(name="cleanroom", path=[sysconfig.get_paths()["purelib"]])
+    assert "cleanroom_torchvision_cpu.pth" in {str(f) for f in installed.files}

@@ -1,16 +1,16 @@
-"""``cleanroom train autoencoder|diffusion CONFIG.yaml [--shards PATTERN] [--out DIR] [--resume]``.
+"""The trainer's commands: ``train autoencoder|diffusion CONFIG.yaml [--shards PATTERN] [--out DIR] [--resume]``,
+``sample``, ``export``, ``model-card``, ``compare-weights`` and ``memorization``.
 
-`add_commands` hangs these onto the ``cleanroom`` parser; ``python -m train.cli`` is the same
-command line, as a module ``accelerate launch -m`` can start.
-Launch on several GPUs or nodes with ``accelerate launch -m train.cli train diffusion ...``
-(see docs/accelerate.md).
+`add_commands` hangs them onto the ``cleanroom`` parser of ``curate.cli``, the one entry point. Launch on
+several GPUs or nodes with ``accelerate launch -m curate.cli train diffusion ...`` (see docs/accelerate.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -52,8 +52,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _add_sample(subparsers: argparse._SubParsersAction) -> None:
     from train.sample import SAMPLERS
 
-    command = subparsers.add_parser("sample", help="draw images from a trained model: PNGs with their settings "
-                                                   "in the PNG text, and a grid")
+    command = subparsers.add_parser("sample")  # its help line is in COMMANDS
     command.add_argument("model", help="model folder (OUT/diffusion/final) or the training run folder OUT")
     command.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
     command.add_argument("--prompts", help="a text file, one prompt per line (# comments)")
@@ -73,14 +72,32 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
     command.set_defaults(handler=_sample)
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from train import card, compare, export, memorization
+def _registered_in(module: str) -> Callable[[argparse._SubParsersAction], None]:
+    return lambda subparsers: importlib.import_module(module).register(subparsers)
 
-    _add_sample(subparsers)
-    export.register(subparsers)
-    card.register(subparsers)
-    compare.register(subparsers)
-    memorization.register(subparsers)
+
+# Commands whose modules import torch, each with what defines it and its help line: a command is defined with
+# its arguments only when it is the one to run, so `cleanroom --help` lists them without loading torch.
+COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], str]] = {
+    "sample": (_add_sample, "draw images from a trained model: PNGs with their settings in the PNG text, and a grid"),
+    "export": (_registered_in("train.export"), "write a trained model as a diffusers StableDiffusionPipeline "
+                                               "folder and a single-file (LDM) checkpoint"),
+    "model-card": (_registered_in("train.card"), "write MODEL_CARD.md for a trained model from its training "
+                                                 "records and the catalogs of its curation runs"),
+    "compare-weights": (_registered_in("train.compare"), "per-module cosine similarity of two models' UNet and "
+                                                         "VAE weights (near 0: trained apart; near 1: a fine-tune)"),
+    "memorization": (_registered_in("train.memorization"), "find the training images nearest to generated samples "
+                                                           "(CLIP cosine) and flag copies"),
+}
+
+
+def add_commands(subparsers: argparse._SubParsersAction, chosen: str | None = None) -> None:
+    """The trainer's commands; of COMMANDS, only ``chosen`` (the command to run, if any) gets its arguments."""
+    for name, (define, about) in COMMANDS.items():
+        if name == chosen:
+            define(subparsers)
+        else:
+            subparsers.add_parser(name, help=about)
     train = subparsers.add_parser("train", help="train the autoencoder or the diffusion model on shards")
     jobs = train.add_subparsers(dest="job", required=True)
     for job, about in (("autoencoder", "train (or fine-tune) the autoencoder: reconstruction + KL"),
@@ -92,9 +109,3 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         command.add_argument("--out", help="run folder (default: out/train-NAME); the job writes OUT/<job>/")
         command.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT")
         command.set_defaults(handler=_train)
-
-
-if __name__ == "__main__":
-    from curate.cli import main
-
-    sys.exit(main())

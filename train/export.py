@@ -35,7 +35,6 @@ import argparse
 import gzip
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from curate.io import atomic_path
+from curate.io import atomic_folder, atomic_path
 from train import card, sample
 from train.generate import Model, load, model_folder
 from train.models import ENCODER_CONFIG, ConditioningEncoder
@@ -308,14 +307,11 @@ def save_pipeline(model: Model, dest: Path, sampler: str = "dpmpp-2m", karras: b
         raise ExportError(f"{dest}: already exists; remove it or choose another --out")
     card_text = card.render(model.folder) if with_card else None  # fails before any weights are written
     built = pipeline(model, sampler, karras)
-    partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted export
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    built.save_pretrained(partial, safe_serialization=True)
-    if card_text is not None:
-        (partial / card.CARD).write_text(card_text, encoding="utf-8")
-        shutil.copyfile(card.MODEL_LICENSE, partial / card.LICENSE_FILE)
-    os.replace(partial, dest)
+    with atomic_folder(dest) as partial:
+        built.save_pretrained(partial, safe_serialization=True)
+        if card_text is not None:
+            (partial / card.CARD).write_text(card_text, encoding="utf-8")
+            shutil.copyfile(card.MODEL_LICENSE, partial / card.LICENSE_FILE)
     return dest
 
 
@@ -488,8 +484,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    command = subparsers.add_parser("export", help="write a trained model as a diffusers StableDiffusionPipeline "
-                                                   "folder and a single-file (LDM) checkpoint")
+    command = subparsers.add_parser("export")  # its help line is in train.cli.COMMANDS
     command.add_argument("model", help="model folder (OUT/diffusion/final) or the training run folder OUT")
     command.add_argument("--out", required=True, help="pipeline folder to create (must not exist)")
     command.add_argument("--sampler", default="dpmpp-2m",

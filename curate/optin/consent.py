@@ -20,10 +20,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from curate import data
 from curate.config import ConfigError, load_yaml, validate
 from curate.optin.errors import OptinError
 
-LICENSES_DIR = Path(__file__).resolve().parents[2] / "licenses"
+LICENSES_DIR = data.LICENSES
 CONSENT_FILE = "consent.yaml"
 _VERSION = re.compile(r"^consent-v(\d+)$")
 SCOPE_NAMES = ("training", "model_release", "credit")

@@ -13,10 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from curate import data
 from curate.optin.errors import OptinError
 
 ADAPTER = "optin"
-DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "optin.yaml"
+DEFAULT_MANIFEST = data.MANIFESTS / "optin.yaml"
 
 
 class _Strict(BaseModel):

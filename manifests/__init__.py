@@ -1,0 +1,2 @@
+"""This folder is data. The file only makes it the package ``curate.data.manifests`` (mapped in setup.py),
+so that a wheel carries it; code reads it through ``curate.data``."""
