@@ -35,7 +35,7 @@ class BuildPyWithPth(build_py):
 
 
 setup(
-    packages=[*find_namespace_packages(include=["curate*", "train*"]), *DATA_FOLDERS],
+    packages=[*find_namespace_packages(include=["curate*", "train*", "audit*"]), *DATA_FOLDERS],
     package_dir=DATA_FOLDERS,
     cmdclass={"build_py": BuildPyWithPth},
 )

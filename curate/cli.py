@@ -1,7 +1,8 @@
 """The ``cleanroom`` command line.
 
 This module is its one entry point: the ``cleanroom`` script and ``python -m curate.cli`` (which
-``accelerate launch -m curate.cli train ...`` starts in every process).
+``accelerate launch -m curate.cli train ...`` starts in every process). It is also the one module of curate that
+imports train and audit: it hangs their commands (``train.cli``, ``audit.cli``) on the parser.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from audit.cli import add_commands as add_audit_commands
 from curate.optin.cli import add_commands as add_optin_commands
 from train.cli import add_commands as add_train_commands
 
@@ -55,6 +57,7 @@ def parser(chosen: str | None = None) -> argparse.ArgumentParser:
 
     add_optin_commands(commands)
     add_train_commands(commands, chosen)
+    add_audit_commands(commands, chosen)
     return top
 
 

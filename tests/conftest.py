@@ -20,3 +20,33 @@ def demo_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     run(DEMO, out)
     return out
+
+
+# The trainer's and the audit tools' shared inputs, made once per session (helpers in tests/trained.py, imported
+# when a fixture is first used so that curation-only runs do not load torch).
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory) -> Path:
+    """Three synthetic shards of tiny images, no curation run behind them."""
+    from trained import write_shards
+
+    folder = tmp_path_factory.mktemp("shards")
+    write_shards(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def model_folder(shards, tmp_path_factory) -> Path:
+    """A trained (4 + 4 steps) tiny text-conditioned model on the synthetic shards."""
+    from trained import train_both
+
+    return train_both(shards, tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def demo_model(demo_out, tmp_path_factory) -> Path:
+    """A tiny model trained on the demo curation run's shards: what model cards and checks read."""
+    from trained import train_both
+
+    return train_both(demo_out / "shards", tmp_path_factory.mktemp("demo-model"))

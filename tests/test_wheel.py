@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILT_FROM = ("pyproject.toml", "setup.py", "README.md", "curate", "train", "licenses", "manifests", "pipelines")
+PACKAGES = ("curate", "train", "audit")
+BUILT_FROM = ("pyproject.toml", "setup.py", "README.md", *PACKAGES, "licenses", "manifests", "pipelines")
 DATA_FOLDERS = ("licenses", "manifests", "pipelines")
 PTH = "cleanroom_torchvision_cpu.pth"
 
@@ -57,13 +58,18 @@ def venv(wheel: Path, tmp_path_factory) -> Path:
     return root
 
 
-def test_the_wheel_holds_every_data_file_and_the_pth_at_its_top(wheel: Path):
+def test_the_wheel_holds_every_module_every_data_file_and_the_pth_at_its_top(wheel: Path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for folder in DATA_FOLDERS:
         files = [p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
         assert files
         for path in files:
             assert f"curate/data/{folder}/{path.relative_to(ROOT / folder).as_posix()}" in names
+    for package in PACKAGES:
+        modules = [p for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts]
+        assert modules
+        for path in modules:
+            assert path.relative_to(ROOT).as_posix() in names
     assert PTH in names
     assert zipfile.ZipFile(wheel).read(PTH).decode() == "import curate._torchvision_cpu\n"
 

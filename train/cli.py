@@ -1,7 +1,8 @@
-"""The trainer's commands: ``train autoencoder|diffusion CONFIG.yaml [--shards PATTERN] [--out DIR] [--resume]``,
-``sample``, ``export``, ``model-card``, ``compare-weights`` and ``memorization``.
+"""The trainer's commands: ``train autoencoder|diffusion CONFIG.yaml [--shards PATTERN] [--out DIR] [--resume]``
+and ``sample``.
 
-`add_commands` hangs them onto the ``cleanroom`` parser of ``curate.cli``, the one entry point. Launch on
+`add_commands` hangs them onto the ``cleanroom`` parser of ``curate.cli``, the one entry point, beside
+``audit.cli``'s (export, model-card, compare-weights, memorization: they read the curation runs too). Launch on
 several GPUs or nodes with ``accelerate launch -m curate.cli train diffusion ...`` (see docs/accelerate.md).
 """
 
@@ -72,32 +73,34 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
     command.set_defaults(handler=_sample)
 
 
-def _registered_in(module: str) -> Callable[[argparse._SubParsersAction], None]:
+Define = Callable[[argparse._SubParsersAction], None]  # adds one command, with its arguments, to a parser
+
+
+def registered_in(module: str) -> Define:
+    """The command that `module`'s ``register(subparsers)`` defines, imported only when it is called."""
     return lambda subparsers: importlib.import_module(module).register(subparsers)
 
 
-# Commands whose modules import torch, each with what defines it and its help line: a command is defined with
-# its arguments only when it is the one to run, so `cleanroom --help` lists them without loading torch.
-COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], str]] = {
+def add_lazy_commands(subparsers: argparse._SubParsersAction, commands: dict[str, tuple[Define, str]],
+                      chosen: str | None = None) -> None:
+    """Of `commands` (name -> what defines it, its help line), only ``chosen`` (the command to run, if any) gets
+    its arguments; the others are listed by name and help line, so `cleanroom --help` loads none of them."""
+    for name, (define, about) in commands.items():
+        if name == chosen:
+            define(subparsers)
+        else:
+            subparsers.add_parser(name, help=about)
+
+
+# Commands whose modules import torch, each with what defines it and its help line (see add_lazy_commands).
+COMMANDS: dict[str, tuple[Define, str]] = {
     "sample": (_add_sample, "draw images from a trained model: PNGs with their settings in the PNG text, and a grid"),
-    "export": (_registered_in("train.export"), "write a trained model as a diffusers StableDiffusionPipeline "
-                                               "folder and a single-file (LDM) checkpoint"),
-    "model-card": (_registered_in("train.card"), "write MODEL_CARD.md for a trained model from its training "
-                                                 "records and the catalogs of its curation runs"),
-    "compare-weights": (_registered_in("train.compare"), "per-module cosine similarity of two models' UNet and "
-                                                         "VAE weights (near 0: trained apart; near 1: a fine-tune)"),
-    "memorization": (_registered_in("train.memorization"), "find the training images nearest to generated samples "
-                                                           "(CLIP cosine) and flag copies"),
 }
 
 
 def add_commands(subparsers: argparse._SubParsersAction, chosen: str | None = None) -> None:
     """The trainer's commands; of COMMANDS, only ``chosen`` (the command to run, if any) gets its arguments."""
-    for name, (define, about) in COMMANDS.items():
-        if name == chosen:
-            define(subparsers)
-        else:
-            subparsers.add_parser(name, help=about)
+    add_lazy_commands(subparsers, COMMANDS, chosen)
     train = subparsers.add_parser("train", help="train the autoencoder or the diffusion model on shards")
     jobs = train.add_subparsers(dest="job", required=True)
     for job, about in (("autoencoder", "train (or fine-tune) the autoencoder: reconstruction + KL"),

@@ -1,6 +1,6 @@
 """A trained model as a diffusers StableDiffusionPipeline folder and a single-file LDM checkpoint.
 
-``cleanroom export MODEL --out DIR`` writes::
+``cleanroom export MODEL --out DIR`` (`export`; the command is audit.export's) writes::
 
     DIR/model_index.json     StableDiffusionPipeline; safety checker and feature extractor off
     DIR/unet/, DIR/vae/      the trained UNet and its frozen autoencoder, as trained
@@ -8,8 +8,9 @@
     DIR/tokenizer/           CLIPTokenizer built from open_clip's own BPE file
     DIR/scheduler/           the chosen sampler on the training noise schedule
     DIR/<name>.safetensors   (default --single-file) the original LDM / Stable Diffusion 2 layout
-    DIR/MODEL_CARD.md        generated from the catalogs of the training shards (train.card)
-    DIR/LICENSE.md           the model license (licenses/cleanroom-openrail-m.md)
+    DIR/MODEL_CARD.md        (unless --no-card) from the catalogs of the training shards, and
+    DIR/LICENSE.md           the model license: files a caller hands in (`extras`); the command
+                             is audit.export's, which reads the curation runs for them (audit.card)
 
 The text tower is converted the way diffusers converted SD 2's OpenCLIP-H: a "penultimate"
 tower keeps all but its last block, and CLIPTextModel's ``last_hidden_state`` (final layer
@@ -31,12 +32,11 @@ config=DIR)`` takes it from the exported folder.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import logging
-import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from curate.io import atomic_folder, atomic_path
-from train import card, sample
+from train import sample
 from train.generate import Model, load, model_folder
 from train.models import ENCODER_CONFIG, ConditioningEncoder
 
@@ -61,6 +61,10 @@ RESNET_LDM = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "
               "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
 VAE_RESNET_LDM = {"conv_shortcut": "nin_shortcut"}
 VAE_ATTENTION_LDM = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+# Files to write beside the weights (name -> bytes), made from the model folder before any weights are written.
+Extras = Callable[[Path], Mapping[str, bytes]]
 
 
 class ExportError(ValueError):
@@ -296,31 +300,31 @@ def pipeline(model: Model, sampler: str = "dpmpp-2m", karras: bool = True) -> An
 
 
 def save_pipeline(model: Model, dest: Path, sampler: str = "dpmpp-2m", karras: bool = True,
-                  with_card: bool = True) -> Path:
+                  extras: Extras | None = None) -> Path:
     """Write the pipeline folder at `dest`, all at once: built in a `.partial` sibling, then renamed.
 
-    With the model card (from the curation runs behind the training shards) and the model
-    license beside the weights: a model from cleanroom leaves with its provenance.
+    `extras` (given the model folder) names files to write beside the weights: ``cleanroom export``
+    hands in the model card and the model license (audit.export), so a model from cleanroom leaves
+    with its provenance. They are made before any weights are written, so their errors leave nothing.
     """
     dest = Path(dest)
     if dest.exists():
         raise ExportError(f"{dest}: already exists; remove it or choose another --out")
-    card_text = card.render(model.folder) if with_card else None  # fails before any weights are written
+    files = dict(extras(model.folder)) if extras else {}
     built = pipeline(model, sampler, karras)
     with atomic_folder(dest) as partial:
         built.save_pretrained(partial, safe_serialization=True)
-        if card_text is not None:
-            (partial / card.CARD).write_text(card_text, encoding="utf-8")
-            shutil.copyfile(card.MODEL_LICENSE, partial / card.LICENSE_FILE)
+        for name, content in files.items():
+            (partial / name).write_bytes(content)
     return dest
 
 
 def export_diffusers(model_path: Path, dest: Path, sampler: str = "dpmpp-2m", karras: bool = True,
-                     with_card: bool = True) -> Path:
+                     extras: Extras | None = None) -> Path:
     """A StableDiffusionPipeline folder at `dest` that ``from_pretrained`` loads offline; returns it."""
     folder = model_folder(model_path)
     _require_text_conditioning(folder)
-    return save_pipeline(load(folder), dest, sampler, karras, with_card)
+    return save_pipeline(load(folder), dest, sampler, karras, extras)
 
 
 # --- the single-file LDM checkpoint ------------------------------------------------------------------
@@ -466,34 +470,20 @@ def write_single_file(model: Model, path: Path) -> Path:
     return Path(path)
 
 
-# --- the command line ---------------------------------------------------------------------------------
+# --- the whole export ------------------------------------------------------------------------------------
 
 
-def _export(args: argparse.Namespace) -> int:
-    folder = model_folder(Path(args.model))
+def export(model_path: Path, out: Path, sampler: str = "dpmpp-2m", karras: bool = True,
+           single_file: Path | None = None, extras: Extras | None = None) -> dict[str, Any]:
+    """The pipeline folder at `out` and the single file (default: OUT/<model name>.safetensors); a summary.
+
+    What ``cleanroom export`` does (its command is audit.export's, which hands in the model card as `extras`).
+    """
+    folder = model_folder(Path(model_path))
     _require_text_conditioning(folder)
-    karras = sample.sampler(args.sampler).karras and not args.no_karras
     model = load(folder)
-    out = save_pipeline(model, Path(args.out), args.sampler, karras, with_card=not args.no_card)
-    single = Path(args.single_file) if args.single_file else out / f"{model.name}.safetensors"
+    out = save_pipeline(model, Path(out), sampler, karras, extras)
+    single = Path(single_file) if single_file else out / f"{model.name}.safetensors"
     write_single_file(model, single)
-    print(json.dumps({"model": str(folder), "pipeline": str(out), "single_file": str(single),
-                      "sampler": sample.sampler_label(args.sampler, karras),
-                      "text_encoder_layers": _exported_blocks(model.encoder)}, indent=2))
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    command = subparsers.add_parser("export")  # its help line is in train.cli.COMMANDS
-    command.add_argument("model", help="model folder (OUT/diffusion/final) or the training run folder OUT")
-    command.add_argument("--out", required=True, help="pipeline folder to create (must not exist)")
-    command.add_argument("--sampler", default="dpmpp-2m",
-                         help=f"the pipeline's scheduler: {', '.join(sample.SAMPLERS)} (default: dpmpp-2m)")
-    command.add_argument("--no-karras", action="store_true",
-                         help="plain sigmas; by default Karras sigmas where the sampler offers them (euler, "
-                              "dpmpp-2m, lms)")
-    command.add_argument("--single-file", help="the single-file checkpoint (default: OUT/<model name>.safetensors)")
-    command.add_argument("--no-card", action="store_true",
-                         help=f"leave out {card.CARD} and the license (needed when the training shards are not "
-                              f"in a curation run folder, so there is no catalog to describe)")
-    command.set_defaults(handler=_export)
+    return {"model": str(folder), "pipeline": str(out), "single_file": str(single),
+            "sampler": sample.sampler_label(sampler, karras), "text_encoder_layers": _exported_blocks(model.encoder)}

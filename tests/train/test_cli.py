@@ -9,7 +9,7 @@ import yaml
 from curate.cli import main
 from train import cli
 
-from .conftest import config_dict
+from trained import config_dict
 
 
 def test_add_commands_hangs_train_jobs_on_a_parser():

@@ -8,7 +8,7 @@ import yaml
 from curate.config import ConfigError
 from train import config as config_io
 
-from .conftest import config_dict
+from trained import config_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 

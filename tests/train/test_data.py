@@ -10,7 +10,7 @@ import torch
 from train import data
 from train.config import DataConfig
 
-from .conftest import CORRUPT_KEY, write_shards
+from trained import CORRUPT_KEY, write_shards
 
 
 def batches(stream: data.ShardStream, count: int) -> list[dict]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
-import io
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from train import card, export, sample
+from train import export, sample
 from train.config import ConditioningConfig
 from train.generate import Model, load
 from train.models import ENCODER_CONFIG, ConditioningEncoder
@@ -36,28 +33,18 @@ def model(model_folder: Path) -> Model:
     return load(model_folder)
 
 
-def run_export(argv: list[str]) -> dict:
-    """`cleanroom export ...` (the command `register` adds); its printed JSON summary."""
-    parser = argparse.ArgumentParser(prog="cleanroom")
-    export.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["export", *argv])
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert args.handler(args) == 0
-    return json.loads(printed.getvalue())
-
-
 @pytest.fixture(scope="module")
 def exported(model_folder: Path, tmp_path_factory) -> dict:
-    """The default export, made once for the module."""
-    return run_export([str(model_folder), "--out", str(tmp_path_factory.mktemp("export") / "sd"), "--no-card"])
+    """The default export (what `cleanroom export --no-card` writes; the command is tested in tests/audit), made
+    once for the module; its summary."""
+    return export.export(model_folder, tmp_path_factory.mktemp("export") / "sd")
 
 
 def tiny_encoder() -> ConditioningEncoder:
     return ConditioningEncoder(ConditioningConfig(model="cleanroom-tiny-text", layer="penultimate"))
 
 
-def test_export_command_writes_the_pipeline_folder_and_the_single_file(exported: dict):
+def test_export_writes_the_pipeline_folder_and_the_single_file(exported: dict):
     folder = Path(exported["pipeline"])
     assert Path(exported["single_file"]) == folder / "test.safetensors"
     assert (folder / "test.safetensors").is_file()
@@ -138,16 +125,6 @@ def test_single_file_has_the_ldm_layout(exported: dict, model: Model):
     assert metadata["cleanroom.conditioning"] == "open_clip cleanroom-tiny-text, penultimate layer"
 
 
-def test_sampler_and_single_file_path_options(model_folder: Path, tmp_path: Path):
-    summary = run_export([str(model_folder), "--out", str(tmp_path / "sd"), "--sampler", "ddim", "--no-card",
-                          "--single-file", str(tmp_path / "ckpt" / "model.safetensors")])
-    assert summary["sampler"] == "DDIM"  # no Karras sigmas for DDIM: not asked for, not an error
-    assert (tmp_path / "ckpt" / "model.safetensors").is_file() and not (tmp_path / "sd" / "test.safetensors").exists()
-    scheduler = json.loads((tmp_path / "sd" / "scheduler" / "scheduler_config.json").read_text())
-    assert scheduler["_class_name"] == "DDIMScheduler" and scheduler["beta_schedule"] == "scaled_linear"
-    assert scheduler["steps_offset"] == 1  # what StableDiffusionPipeline would impose anyway
-
-
 def test_export_refuses_an_existing_folder(model: Model, tmp_path: Path):
     with pytest.raises(export.ExportError, match="already exists"):
         export.save_pipeline(model, tmp_path)
@@ -221,14 +198,13 @@ def test_exported_pipeline_and_our_sampler_draw_the_same_image(exported: dict, m
     assert ours.std() > 0
 
 
-def test_export_ships_the_model_card_and_license(demo_model: Path, tmp_path: Path):
-    summary = run_export([str(demo_model), "--out", str(tmp_path / "sd")])
-    folder = Path(summary["pipeline"])
-    assert (folder / card.LICENSE_FILE).read_text() == card.MODEL_LICENSE.read_text()
-    assert (folder / card.CARD).read_text() == card.render(demo_model)
+def test_extras_are_written_beside_the_weights_and_their_errors_leave_nothing(model: Model, tmp_path: Path):
+    out = export.save_pipeline(model, tmp_path / "sd", extras=lambda folder: {"NOTE.md": f"{folder.name}\n".encode()})
+    assert (out / "NOTE.md").read_text() == "final\n" and (out / "model_index.json").is_file()
 
+    def fails(folder: Path) -> dict[str, bytes]:
+        raise FileNotFoundError(f"{folder}: nothing to describe")
 
-def test_export_without_a_curation_run_needs_no_card_said(model_folder: Path, tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="not inside a curation run folder"):
-        export.export_diffusers(model_folder, tmp_path / "sd")
-    assert not (tmp_path / "sd").exists() and not (tmp_path / "sd.partial").exists()
+    with pytest.raises(FileNotFoundError, match="nothing to describe"):
+        export.export_diffusers(model.folder, tmp_path / "other", extras=fails)
+    assert not (tmp_path / "other").exists() and not (tmp_path / "other.partial").exists()

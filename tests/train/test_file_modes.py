@@ -19,7 +19,7 @@ def written(model_folder: Path, tmp_path_factory) -> list[Path]:
     """The training run folder behind `model_folder`, and an export and samples made from it."""
     out = tmp_path_factory.mktemp("modes")
     model = load(model_folder)
-    export.save_pipeline(model, out / "sd", with_card=False)
+    export.save_pipeline(model, out / "sd")
     export.write_single_file(model, out / "sd.safetensors")
     generate.sample_to_folder(model, ["a red square"], SampleSettings(steps=2), out / "samples")
     return [model_folder.parent.parent, out]

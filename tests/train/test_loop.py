@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from curate.config import ConfigError
 from train.loop import JobPaths, Run, train
 
-from .conftest import tiny_config
+from trained import tiny_config
 
 
 def keys_recorder() -> tuple[list[list[str]], callable]:

@@ -435,7 +435,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    command = subparsers.add_parser("compare-weights")  # its help line is in train.cli.COMMANDS
+    command = subparsers.add_parser("compare-weights")  # its help line is in audit.cli.COMMANDS
     command.add_argument("a", help="model folder, training run, diffusers pipeline or component folder, "
                                    "training checkpoint, or weights file (original-LDM single files too)")
     command.add_argument("b", help="the other model, in any of the same forms")

@@ -3,7 +3,7 @@
 ``check`` embeds generated samples with the embedder of the curation runs the model was
 trained on (their ``pipeline.scoring.clip``, through the same loader, eval transform and
 decoding as curation), and searches the runs' stored embeddings of the samples in the
-shards the model read (``train.provenance``) with an exact inner-product index: on
+shards the model read (``audit.provenance``) with an exact inner-product index: on
 L2-normalised vectors that is the cosine similarity. Rejected records and shards training
 did not read are not training images, so they are never candidates.
 
@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from audit.provenance import CurationRun, curation_runs
 from curate.config import ConfigError
 from curate.io import atomic_path, write_parquet_atomic, write_text_atomic
 from curate.score import embed, images, store
 from curate.runfolder import RunFolder
 from curate.score.filter import ScoringConfig
 from train.generate import SAMPLES_INDEX, read_infotext
-from train.provenance import CurationRun, curation_runs
 
 log = logging.getLogger("cleanroom.memorization")
 
@@ -398,7 +398,7 @@ def _positive_int(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    command = subparsers.add_parser("memorization")  # its help line is in train.cli.COMMANDS
+    command = subparsers.add_parser("memorization")  # its help line is in audit.cli.COMMANDS
     command.add_argument("model", help="model folder (diffusion/final) or the training run folder holding it")
     command.add_argument("--samples", nargs="+", required=True,
                          help="generated images, or folders of them (.png/.jpg/.jpeg/.webp)")

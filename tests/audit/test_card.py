@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from audit import card
 from curate import catalog
 from curate.optin import consent
 from curate.optin.catalog import catalog_tables
@@ -29,7 +30,6 @@ from curate.optin.report import card_section
 from curate.optin.store import Store
 from curate.runfolder import RunFolder
 from curate.score.clip import ClipSpec
-from train import card
 
 RUN_FILES = ("catalog.duckdb", "run.yaml", "stats.json", "records", "shards")
 

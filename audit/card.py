@@ -3,7 +3,7 @@
 Nothing on a card is typed here. It is read from the model folder (``config.yaml``,
 ``training.json``, the safetensors headers), from the autoencoder folder that training.json
 names, from the curation runs behind the shard files the diffusion job read
-(``train.provenance``: their ``catalog.duckdb``, counted over those shards only, ``run.yaml``
+(``audit.provenance``: their ``catalog.duckdb``, counted over those shards only, ``run.yaml``
 and ``stats.json``), and from the model license file ``MODEL_LICENSE``, whose title and
 Attachment A the card quotes. A card therefore changes whenever one of those files does, and
 cannot describe data the model did not see.
@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from audit.provenance import CurationRun, curation_runs
 from curate import records
 from curate.config import LICENSES_DIR, RunConfig
 from curate.licenses import License, families
@@ -33,7 +34,6 @@ from train import config as config_io
 from train.config import TrainConfig
 from train.generate import model_folder
 from train.loop import TRAINING_RECORD
-from train.provenance import CurationRun, curation_runs
 
 MODEL_LICENSE = LICENSES_DIR / "cleanroom-openrail-m.md"
 CARD = "MODEL_CARD.md"
@@ -663,13 +663,18 @@ def write(model_path: Path, dest: Path | None = None) -> Path:
     return dest
 
 
+def release_files(model_path: Path) -> dict[str, bytes]:
+    """What ships beside exported weights: the card and the model license, by file name."""
+    return {CARD: render(model_path).encode("utf-8"), LICENSE_FILE: MODEL_LICENSE.read_bytes()}
+
+
 def _model_card(args: argparse.Namespace) -> int:
     print(write(Path(args.model), Path(args.out) if args.out else None))
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    command = subparsers.add_parser("model-card")  # its help line is in train.cli.COMMANDS
+    command = subparsers.add_parser("model-card")  # its help line is in audit.cli.COMMANDS
     command.add_argument("model", help="the model folder (diffusion/final) or the training run folder holding it")
     command.add_argument("--out", help=f"where to write the card (default: {CARD} in the model folder)")
     command.set_defaults(handler=_model_card)

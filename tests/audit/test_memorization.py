@@ -20,11 +20,11 @@ import pytest
 import yaml
 from PIL import Image, PngImagePlugin
 
+from audit import memorization
 from curate.catalog import query
 from curate.config import ConfigError
 from curate.runfolder import EMBEDDINGS, RunFolder
 from curate.score import store
-from train import memorization
 from train.generate import PARTS
 from train.loop import TRAINING_RECORD
 

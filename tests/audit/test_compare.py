@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from train import compare, models
-from train.compare import WEIGHTS
+from audit import compare
+from audit.compare import WEIGHTS
+from train import models
 
 
 def save_pipeline(folder: Path, seed: int, unet_overrides: dict | None = None) -> Path:
