@@ -1,4 +1,5 @@
-"""Atomic writes: build a file or a folder under a temporary name beside it, then rename.
+"""Atomic writes (build a file or a folder under a temporary name beside it, then rename) and
+reading back the append-only JSON-lines logs.
 
 Every output is written through here so that a reader (or a resumed run) never sees half a
 file, and so that outputs get the permissions a plain ``open()`` or ``mkdir()`` gives under
@@ -9,18 +10,22 @@ would leave weights and checkpoints unreadable to the other users of a shared fi
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import secrets
 import shutil
 import stat
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 PARTIAL = ".partial"
+
+log = logging.getLogger("cleanroom.io")
 
 
 def _set_permissions(path: Path, wanted: int) -> None:
@@ -128,3 +133,29 @@ def write_text_atomic(text: str, path: Path) -> None:
 def write_bytes_atomic(data: bytes, path: Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The objects of an append-only JSON-lines log, oldest first; [] when there is none.
+
+    Lines end at "\\n" only (``str.splitlines`` also splits at U+0085 and U+2028, which JSON
+    strings may hold). A line that is not a JSON object (a torn write, a hand edit) is reported
+    with its number and skipped: one damaged entry must not make the log unreadable.
+    """
+    if not path.exists():
+        return []
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as e:
+            entry, problem = None, f"not JSON ({e.msg} at column {e.colno})"
+        else:
+            problem = None if isinstance(entry, dict) else f"a JSON {type(entry).__name__}, not an object"
+        if problem:
+            log.warning("%s:%d: %s; line skipped", path, number, problem)
+            continue
+        entries.append(entry)
+    return entries

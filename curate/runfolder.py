@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from curate import stats
 from curate.config import ConfigError, RunConfig, load_yaml, validate
-from curate.io import write_parquet_atomic, write_text_atomic
+from curate.io import read_json_lines, write_parquet_atomic, write_text_atomic
 
 log = logging.getLogger("cleanroom.run")
 
@@ -131,11 +131,8 @@ class RunFolder:
         return json.loads(self.stats_file.read_text())
 
     def revocation_log(self) -> list[dict[str, Any]]:
-        """The opt-in revocations applied to the run, oldest first."""
-        if not self.revocations.exists():
-            return []
-        lines = self.revocations.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        """The opt-in revocations applied to the run, oldest first (a corrupt line is reported and skipped)."""
+        return read_json_lines(self.revocations)
 
     def has_records(self) -> bool:
         return any(self.records.glob("*.parquet"))

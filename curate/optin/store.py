@@ -41,7 +41,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
-from curate.io import atomic_path
+from curate.io import atomic_path, read_json_lines
 from curate.optin.consent import ConsentText, Scope
 from curate.optin.errors import OptinError, UploadRefused
 from curate.optin.safety import CleanImage
@@ -398,8 +398,11 @@ class Store:
     # ---------------------------------------------------------------- audit and tables
 
     def audit(self, event: str, **fields: Any) -> None:
-        """Append one event. A lock serialises writers, so lines never interleave."""
-        line = json.dumps({"time": now(), "event": event, **fields}, sort_keys=True, ensure_ascii=False) + "\n"
+        """Append one event. A lock serialises writers, so lines never interleave.
+
+        ASCII JSON: a value (a User-Agent) holding U+0085 or U+2028 must not be able to split its line.
+        """
+        line = json.dumps({"time": now(), "event": event, **fields}, sort_keys=True, ensure_ascii=True) + "\n"
         with open(self.root / AUDIT, "a", encoding="utf-8") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             f.write(line)
@@ -407,10 +410,9 @@ class Store:
             os.fsync(f.fileno())
 
     def audit_entries(self) -> list[dict[str, Any]]:
-        path = self.root / AUDIT
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        """Every event, oldest first; a corrupt line is reported with its number and skipped, so a damaged
+        log never stops a revocation."""
+        return read_json_lines(self.root / AUDIT)
 
     def rows(self, sql: str, args: list[Any] | None = None) -> list[dict[str, Any]]:
         """Rows of a read-only query, as dicts (the adapter and the catalog read through this)."""

@@ -127,7 +127,8 @@ def _items(folder: Path) -> Iterator[tuple[str, dict[str, Any], str | None]]:
     files = _files(folder)
     listed: set[str] = set()
     metadata = folder / METADATA_FILE
-    lines = metadata.read_text(encoding="utf-8").splitlines() if metadata.is_file() else []
+    # "\n" only: splitlines would also break a line at a U+2028 inside a caption.
+    lines = metadata.read_text(encoding="utf-8").split("\n") if metadata.is_file() else []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

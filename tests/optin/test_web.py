@@ -159,3 +159,41 @@ def test_revoking_on_the_page_cleans_the_runs_the_server_was_given(store, tmp_pa
 def test_pages_behind_sign_in_send_strangers_home(store, path):
     answer = client_for(store).get(path, follow_redirects=False)
     assert answer.status_code == 303 and answer.headers["location"] == "/"
+
+
+def test_a_logged_value_holding_a_line_separator_cannot_break_revocation(store, tmp_path):
+    """U+0085, U+2028 or U+2029 in a logged value (a User-Agent, consent evidence) once split its audit line,
+    so every later revocation failed halfway."""
+    out = tmp_path / "run"
+    client = client_for(store, runs=[out])
+    registered(client)
+    store.audit("note", value="a\u2028b\u2029c\x85d")
+    upload(client, picture(5))
+    museum, museum_images = museum_rows(1)
+    optin, optin_images = optin_rows(store)
+    build_run(out, store, {"shard-00000": [r["key"] for r in museum + optin]}, museum + optin,
+              {**museum_images, **optin_images})
+    page = client.post("/revoke", data={"csrf": csrf(client, "/me"), "confirm": "on"})
+    assert page.status_code == 200 and "You revoked your consent" in page.text
+    assert set(members(out / "shards")) == {r["key"] for r in museum}
+    events = store.audit_entries()
+    assert [e["value"] for e in events if e["event"] == "note"] == ["a\u2028b\u2029c\x85d"]
+    assert events[-1]["event"] == "revoke_run"
+    assert all(line.isascii() for line in (store.root / "audit.jsonl").read_text().split("\n"))
+
+
+def test_a_corrupt_audit_line_is_reported_and_never_stops_a_revocation(store, tmp_path, caplog):
+    out = tmp_path / "run"
+    client = client_for(store, runs=[out])
+    registered(client)
+    upload(client, picture(5))
+    with open(store.root / "audit.jsonl", "a", encoding="utf-8") as log:
+        log.write('{"event": "torn wri\n')
+    optin, optin_images = optin_rows(store)
+    build_run(out, store, {"shard-00000": [r["key"] for r in optin]}, optin, optin_images)
+    page = client.post("/revoke", data={"csrf": csrf(client, "/me"), "confirm": "on"})
+    assert page.status_code == 200
+    lines = (store.root / "audit.jsonl").read_text().split("\n")
+    torn = next(n for n, line in enumerate(lines, start=1) if "torn" in line)
+    assert f"audit.jsonl:{torn}: not JSON" in caplog.text
+    assert store.audit_entries()[-1]["event"] == "revoke_run"
