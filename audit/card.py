@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.provenance import CurationRun, curation_runs
-from curate import records
+from curate import records, stages
 from curate.config import LICENSES_DIR, RunConfig
 from curate.licenses import License, families
 from curate.io import write_text_atomic
@@ -440,10 +440,8 @@ def autoencoder_data_lines(facts: Facts) -> list[str]:
 
 
 def filter_lines(run: RunFacts) -> list[str]:
-    resolution = run.config.pipeline.filters.resolution
     lines = [f"- License policy: `{run.config.policy_file}`.",
-             f"- Resolution: shorter side at least {resolution.min_side} px, aspect ratio at most "
-             f"{resolution.max_aspect_ratio}."]
+             *(f"- {record_filter.describe()}" for record_filter in stages.configured(run.config.pipeline.filters))]
     return lines + scoring_lines(run) + dedup_lines(run)
 
 

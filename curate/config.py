@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from curate import data, permissions, templates
+from curate import data, permissions, stages, templates
 from curate.captioners.config import CaptionConfig
 from curate.dedup import NearDedupConfig
 from curate.fetch import FetchSettings
@@ -83,15 +83,6 @@ class SourceEntry(Strict):
     fetch: dict[str, Any] = Field(default_factory=dict)
 
 
-class ResolutionFilter(Strict):
-    min_side: int = Field(default=256, ge=1)
-    max_aspect_ratio: float = Field(default=3.0, ge=1.0)
-
-
-class Filters(Strict):
-    resolution: ResolutionFilter = ResolutionFilter()
-
-
 class Dedup(Strict):
     exact: bool = True
     near: NearDedupConfig = NearDedupConfig()  # pHash and CLIP-embedding dedup; both need scoring
@@ -132,7 +123,9 @@ class Pipeline(Strict):
     policy: str = "default"  # a name under licenses/ (policy-<name>.yaml) or a path
     sources: list[SourceEntry] = Field(min_length=1)
     fetch: dict[str, Any] = Field(default_factory=dict)  # defaults for every source
-    filters: Filters = Filters()
+    # Record filters by name (curate.stages.FILTERS) or import path (module:Class), run in this order
+    # after fetch, each with its settings; the resolution filter is on unless a pipeline lists others.
+    filters: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"resolution": {}}, validate_default=True)
     dedup: Dedup = Dedup()
     scoring: ScoringConfig | None = None  # CLIP embeddings and the heads; None skips the stage
     captions: CaptionConfig = CaptionConfig()
@@ -144,6 +137,11 @@ class Pipeline(Strict):
     def _fetch_fields_known(self) -> "Pipeline":
         FetchSettings(**self.fetch)
         return self
+
+    @field_validator("filters")
+    @classmethod
+    def _known_filters(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return stages.validate_filters(value)
 
     @model_validator(mode="after")
     def _near_dedup_needs_scoring(self) -> "Pipeline":

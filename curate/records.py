@@ -53,9 +53,15 @@ REASONS: dict[str, tuple[str, ...]] = {
         "download_error",
         "decode_error",
         "not_fetched",  # the fetcher returned no row for the record
+        "stage_error",  # a filter failed on the record (curate.stages); detail names the stage and the error
     ),
     KEPT: ("",),
 }
+
+def add_reasons(status: str, codes: tuple[str, ...]) -> None:
+    """A registered stage's reasons join the vocabulary (``curate.stages.register``)."""
+    REASONS[status] = (*REASONS[status], *(c for c in codes if c not in REASONS[status]))
+
 
 _HTTP_REASON = re.compile(r"^download_http_\d{3}$")
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import duckdb
 import pyarrow as pa
 
-from curate import dedup, demo, fetch, licenses, records, shards, verdict
+from curate import dedup, demo, fetch, licenses, records, shards, stages, verdict
 from curate.caption import Captioner, ClipSimilarity, CocaCaptioner
 from curate.config import RunConfig, load_pipeline, resolve
 from curate.ingest import Ingest, work_items
@@ -26,7 +26,6 @@ from curate.io import write_parquet_atomic
 from curate.runfolder import DONE, RunFolder
 from curate.score import embed, images, store, watermark
 from curate.score.filter import EmbeddingHeads, ScoreFilter
-from curate.score.resolution import Resolution
 
 log = logging.getLogger("cleanroom.run")
 
@@ -134,10 +133,10 @@ class Run:
 
         results = [fetch.results(d) for d in self.fetch_dirs()]
         apply = fetch.ApplyFetch(pa.concat_tables(results) if results else fetch.empty_results())
-        (ray.data.read_parquet(str(self.folder.stage_dir("ingest")))
-         .map_batches(apply, batch_format="pyarrow")
-         .map_batches(Resolution(self.config.pipeline.filters.resolution), batch_format="pyarrow")
-         .write_parquet(str(into)))
+        ds = ray.data.read_parquet(str(self.folder.stage_dir("ingest"))).map_batches(apply, batch_format="pyarrow")
+        for record_filter in stages.configured(self.config.pipeline.filters):
+            ds = ds.map_batches(record_filter, batch_format="pyarrow")
+        ds.write_parquet(str(into))
 
     def score(self, into: Path) -> None:
         """CLIP embeddings, the heads and their thresholds, and perceptual hashes for dedup."""

@@ -77,7 +77,7 @@ def test_near_dedup_without_scoring_is_refused(tmp_path):
 
 def test_unknown_field_names_file_and_field(tmp_path):
     pipeline = write(tmp_path / "p.yaml", "name: x\nsources: [{manifest: met}]\nfilters: {resolution: {min_sid: 3}}\n")
-    with pytest.raises(ConfigError, match=r"p\.yaml: filters\.resolution\.min_sid"):
+    with pytest.raises(ConfigError, match=r"p\.yaml: filters: resolution\.min_sid: Extra inputs"):
         resolve(pipeline, {"out": str(tmp_path)})
 
 

@@ -3,8 +3,7 @@
 
 from curate import dedup, records
 from curate.caption import CaptionConfig, Captioner
-from curate.config import ResolutionFilter
-from curate.score.resolution import Resolution
+from curate.score.resolution import Resolution, ResolutionFilter
 
 
 def fetched(source, source_id, width, height, sha="a" * 64, license="CC0-1.0", **fields):

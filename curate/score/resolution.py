@@ -2,36 +2,39 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import Any
 
-from curate import records
-from curate.config import ResolutionFilter
+from pydantic import BaseModel, ConfigDict, Field
+
+from curate import stages
 
 
-class Resolution:
+class ResolutionFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_side: int = Field(default=256, ge=1)
+    max_aspect_ratio: float = Field(default=3.0, ge=1.0)
+
+
+@stages.register
+class Resolution(stages.Filter):
     """Reject pending records whose original short side or aspect ratio is out of bounds."""
 
-    def __init__(self, settings: ResolutionFilter):
-        self.min_side = settings.min_side
-        self.max_aspect_ratio = settings.max_aspect_ratio
+    name = "resolution"
+    reasons = {"min_side": "the original's shorter side is below min_side",
+               "max_aspect_ratio": "the original is more elongated than max_aspect_ratio"}
+    Config = ResolutionFilter
 
-    def verdict(self, width: int, height: int) -> tuple[str, str] | None:
+    def decide(self, row: dict[str, Any]) -> tuple[str, str] | None:
+        width, height = row["original_width"], row["original_height"]
         short, long = sorted((width, height))
-        if short < self.min_side:
-            return "min_side", f"original {width}x{height}: short side {short} < min_side {self.min_side}"
-        if long / short > self.max_aspect_ratio:
+        if short < self.config.min_side:
+            return "min_side", f"original {width}x{height}: short side {short} < min_side {self.config.min_side}"
+        if long / short > self.config.max_aspect_ratio:
             return ("max_aspect_ratio",
-                    f"original {width}x{height}: aspect ratio {long / short:.2f} > {self.max_aspect_ratio}")
+                    f"original {width}x{height}: aspect ratio {long / short:.2f} > {self.config.max_aspect_ratio}")
         return None
 
-    def __call__(self, table: pa.Table) -> pa.Table:
-        table = records.conform(table)
-        rows = table.to_pylist()
-        pending = pc.equal(table["status"], records.PENDING).to_pylist()
-        for row, is_pending in zip(rows, pending):
-            if is_pending:
-                verdict = self.verdict(row["original_width"], row["original_height"])
-                if verdict:
-                    records.finish(row, records.REJECTED, *verdict)
-        return pa.Table.from_pylist(rows, schema=table.schema)
+    def describe(self) -> str:
+        return (f"Resolution: shorter side at least {self.config.min_side} px, aspect ratio at most "
+                f"{self.config.max_aspect_ratio}.")
