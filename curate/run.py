@@ -23,13 +23,11 @@ from curate.caption import Captioner, ClipSimilarity, CocaCaptioner
 from curate.config import RunConfig, load_pipeline, resolve
 from curate.ingest import Ingest, work_items
 from curate.io import write_parquet_atomic
-from curate.runfolder import DONE, RunFolder
+from curate.runfolder import RunFolder
 from curate.score import embed, images, store, watermark
 from curate.score.filter import EmbeddingHeads, ScoreFilter
 
 log = logging.getLogger("cleanroom.run")
-
-__all__ = ["DONE", "Run", "run"]
 
 
 @contextmanager

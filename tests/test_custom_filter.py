@@ -31,7 +31,6 @@ class MinAreaSettings(BaseModel):
     min_pixels: int
 
 
-@stages.register
 class MinArea(stages.Filter):
     name = "min_area"
     reasons = {"small_area": "fewer pixels than min_pixels"}
@@ -47,6 +46,21 @@ class MinArea(stages.Filter):
         return f"Area: at least {self.config.min_pixels} pixels."
 
 
+@pytest.fixture
+def min_area():
+    """MinArea registered for one test; the shared registries are as before afterwards, so no other
+    test's run counts a min_area stage."""
+    from curate import records, stats
+
+    live = (stages.FILTERS, records.REASONS, stats.STAGE_OF_REASON)
+    saved, stage_names = [dict(d) for d in live], list(stats.STAGES)
+    yield stages.register(MinArea)
+    for registry, before in zip(live, saved):
+        registry.clear()
+        registry.update(before)
+    stats.STAGES[:] = stage_names  # in place: modules hold the list itself
+
+
 def write_folder(folder, sizes: dict[str, tuple[int, int]]) -> None:
     folder.mkdir()
     for name, size in sizes.items():
@@ -55,7 +69,7 @@ def write_folder(folder, sizes: dict[str, tuple[int, int]]) -> None:
         (folder / name).write_bytes(buffer.getvalue())
 
 
-def test_a_filter_registered_outside_the_package_reaches_manifest_stats_and_card(tmp_path):
+def test_a_filter_registered_outside_the_package_reaches_manifest_stats_and_card(tmp_path, min_area):
     # Ray workers cannot import a test module: send the filter's class along by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     folder = tmp_path / "images"
@@ -87,7 +101,7 @@ def test_a_filter_registered_outside_the_package_reaches_manifest_stats_and_card
     assert "- Resolution: shorter side at least 64 px, aspect ratio at most 3.0." in filter_lines(facts)
 
 
-def test_filters_are_found_by_name_or_import_path_and_their_reasons_are_their_own():
+def test_filters_are_found_by_name_or_import_path_and_their_reasons_are_their_own(min_area):
     from curate.score.resolution import Resolution
 
     assert stages.filter_class("resolution") is Resolution
@@ -105,7 +119,7 @@ def test_filters_are_found_by_name_or_import_path_and_their_reasons_are_their_ow
         stages.register(Thief)
 
 
-def test_a_filter_that_raises_fails_that_record_only_unless_strict():
+def test_a_filter_that_raises_fails_that_record_only_unless_strict(min_area):
     from curate import records
 
     rows = [records.candidate("mine", "a", original_width=None, original_height=10),

@@ -11,7 +11,8 @@ import curate.run as curate_run
 from curate import licenses
 from curate.cli import main
 from curate.config import ConfigError
-from curate.run import DONE, run
+from curate.run import run
+from curate.runfolder import DONE
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "pipelines" / "demo.yaml"

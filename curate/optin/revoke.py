@@ -50,8 +50,8 @@ from curate.fetch import KEY_COLUMN
 from curate.io import write_parquet_atomic, write_text_atomic
 from curate.optin.errors import OptinError
 from curate.optin.layout import REVOKED
-from curate.runfolder import DONE, RunFolder
 from curate.optin.store import Revocation, Store, new_id, now
+from curate.runfolder import DONE, RunFolder
 from curate.score import store as embeddings
 
 _LOCK = ".revoke.lock"
