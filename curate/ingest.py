@@ -10,13 +10,23 @@ from __future__ import annotations
 import datetime
 import glob
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 
-from curate import licenses, permissions, records, templates, verdict
+from curate import licenses, permissions, records, stages, templates, verdict
 from curate.config import ConfigError, ResolvedSource
+from curate.optin.layout import REVOKED
 from curate.sources import load_adapter
+
+stages.declare("ingest", rejected={
+    "malformed_record": "unparseable line or wrong types: ``raw`` keeps the input",
+    "missing_id": "the source record has no id",
+    "missing_url": "the source record has no image URL",
+    "no_image": "the source record has no image (metadata only, or not open access)",
+    "not_image": "the media item is not a still image (3D, scanned book, video)",
+    REVOKED: "the opt-in contributor revoked their consent (curate.optin): counted as never admitted",
+})
 
 
 def work_items(sources: list[ResolvedSource]) -> list[dict[str, Any]]:
@@ -42,14 +52,29 @@ def attribution(row: dict[str, Any], source: ResolvedSource) -> str | None:
 
 
 class Ingest:
-    """Ray Data stage: a batch of work items (source, path) -> record rows of those files."""
+    """Ray Data stage: a batch of work items (source, path) -> record rows of those files.
 
-    def __init__(self, sources: list[ResolvedSource]):
+    Rows come out in tables of at most ``rows_per_block``, each its own Ray block, so a metadata
+    file of millions of records neither sits in one worker's memory nor reaches the next stages
+    as a single task.
+    """
+
+    def __init__(self, sources: list[ResolvedSource], rows_per_block: int = 10_000):
         self.sources = {s.source: s for s in sources}
         self.permissions = {s.source: [permissions.load(p, s.source) for p in s.permissions] for s in sources}
+        self.rows_per_block = rows_per_block
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         rows = []
+        for row in self.rows(batch):
+            rows.append(row)
+            if len(rows) == self.rows_per_block:
+                yield records.to_table(rows)
+                rows = []
+        if rows:
+            yield records.to_table(rows)
+
+    def rows(self, batch: pa.Table) -> Iterator[dict[str, Any]]:
         today = datetime.date.today()
         for item in batch.to_pylist():
             source = self.sources[item["source"]]
@@ -58,8 +83,7 @@ class Ingest:
                 if row["status"] == records.PENDING:
                     self._add_permissions(row, today)
                     row["attribution"] = attribution(row, source)
-                rows.append(row)
-        return records.to_table(rows)
+                yield row
 
     def _add_permissions(self, row: dict[str, Any], today: datetime.date) -> None:
         """Evidence from the permission files that cover the record, before what the record says."""

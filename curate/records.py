@@ -23,47 +23,16 @@ DUPLICATE = "duplicate"
 FAILED = "failed"
 TERMINAL_STATUSES = (KEPT, REJECTED, DUPLICATE, FAILED)
 
-# Reason codes, by the status they go with. A reason names *why*; the human-readable
-# ``detail`` column says what exactly (field, value, HTTP message, ...).
-REASONS: dict[str, tuple[str, ...]] = {
-    REJECTED: (
-        "malformed_record",  # unparseable line or wrong types: ``raw`` keeps the input
-        "missing_id",
-        "missing_url",
-        "no_image",  # the source record has no image (metadata-only, not-open-access object)
-        "not_image",  # the media item is not a still image (3D, scanned book, video)
-        "license_unknown",
-        "license_not_allowed",
-        "license_conflict",  # pieces of evidence disagree, or one names a license the policy refuses
-        "permission_unverified",  # a permission or opt-in claim with no permission file or active consent
-        "min_side",
-        "max_aspect_ratio",
-        "site_disallowed",  # the image's server sent an X-Robots-Tag such as noai
-        "too_many_pixels",  # more pixels than fetch max_pixels (a decompression bomb, or just too big)
-        "low_aesthetic",
-        "watermark",
-        "nsfw",
-        "low_clip_similarity",  # the caption does not describe the image well enough
-        "revoked",  # the opt-in contributor revoked their consent (curate.optin)
-    ),
-    DUPLICATE: ("exact_sha256", "near_duplicate_phash", "near_duplicate_clip"),
-    FAILED: (
-        "download_http_error",  # reason is ``download_http_<code>``
-        "download_timeout",
-        "download_error",
-        "decode_error",
-        "not_fetched",  # the fetcher returned no row for the record
-        "stage_error",  # a filter failed on the record (curate.stages); detail names the stage and the error
-    ),
-    KEPT: ("",),
-}
-
-def add_reasons(status: str, codes: tuple[str, ...]) -> None:
-    """A registered stage's reasons join the vocabulary (``curate.stages.register``)."""
-    REASONS[status] = (*REASONS[status], *(c for c in codes if c not in REASONS[status]))
+# Reason codes are declared by the stages that give them (``curate.stages.declare``): a reason
+# names *why*; the human-readable ``detail`` column says what exactly (field, value, HTTP
+# message, ...), and ``stage`` which stage decided.
 
 
-_HTTP_REASON = re.compile(r"^download_http_\d{3}$")
+_HTTP_REASON = re.compile(r"^download_http_\d{3}$")  # download_http_error stands for these
+
+
+def is_http_reason(reason: str) -> bool:
+    return bool(_HTTP_REASON.match(reason))
 
 SCHEMA = pa.schema(
     [
@@ -88,6 +57,8 @@ SCHEMA = pa.schema(
         pa.field("sha256", pa.string()),
         pa.field("original_width", pa.int32()),  # as displayed (EXIF orientation applied), before any resize
         pa.field("original_height", pa.int32()),
+        pa.field("image_file", pa.string()),  # the stored image: <source>/images/NNNNN.parquet under OUT/work/fetch
+        pa.field("image_row", pa.int64()),  # and its row in that file (curate.fetch.read_located)
         pa.field("aesthetic", pa.float32()),  # scores: which model made each is in OUT/run.yaml and stats.json
         pa.field("pwatermark", pa.float32()),
         pa.field("pnsfw", pa.float32()),
@@ -103,10 +74,11 @@ SCHEMA = pa.schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("reason", pa.string(), nullable=False),
         pa.field("detail", pa.string()),
+        pa.field("stage", pa.string()),  # the stage that gave the terminal status (curate.stages)
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
-_INPUT_COLUMNS = frozenset(COLUMNS) - {"key", "status", "reason"}
+_INPUT_COLUMNS = frozenset(COLUMNS) - {"key", "status", "reason", "stage"}
 
 
 class RecordError(ValueError):
@@ -123,12 +95,13 @@ def make_key(source: str, source_id: str) -> str:
 
 
 def valid_reason(status: str, reason: str) -> bool:
+    from curate import stages  # stages declare the reasons; they import this module
+
     if status == PENDING:
         return reason == ""
-    allowed = REASONS.get(status)
-    if allowed is None:
+    if status not in TERMINAL_STATUSES:
         return False
-    return reason in allowed or (status == FAILED and bool(_HTTP_REASON.match(reason)))
+    return reason in stages.reasons(status) or (status == FAILED and is_http_reason(reason))
 
 
 def candidate(source: str, source_id: str, **fields: Any) -> dict[str, Any]:
@@ -164,10 +137,21 @@ def _origin_ident(origin: str | None, raw: str | None) -> str:
     return f"origin:{name}:{hashlib.sha1((raw or '').encode()).hexdigest()[:12]}"
 
 
-def finish(row: dict[str, Any], status: str, reason: str, detail: str | None = None) -> dict[str, Any]:
+def finish(row: dict[str, Any], status: str, reason: str, detail: str | None = None,
+           stage: str | None = None) -> dict[str, Any]:
+    """Give ``row`` its terminal fate, counted in ``stage``: by default the stage that declares ``reason``.
+
+    A reason any stage may give (``decode_error``, ``stage_error``) must name its stage, and a stage
+    that gives another's reason (a license conflict found in the image's own metadata) names itself.
+    """
+    from curate import stages
+
     if not valid_reason(status, reason):
         raise RecordError(f"record {row.get('key')}: invalid status/reason {status!r}/{reason!r}")
-    row.update(status=status, reason=reason, detail=detail)
+    decided_by = stage or stages.stage_of(status, reason)
+    if decided_by is None:
+        raise RecordError(f"record {row.get('key')}: {status}:{reason} is given by several stages; name the stage")
+    row.update(status=status, reason=reason, detail=detail, stage=decided_by)
     return row
 
 

@@ -3,13 +3,17 @@
 Layout::
 
     run.yaml          the resolved config (a resumed run must match it, field by field)
-    work/<stage>/     each stage's output; ``<stage>.partial`` while it is being made
+    work/<step>/      each step's output, named for its stage (curate.stages): ingest (policy
+                      applied), fetch, filters, score, dedup, caption, shards (the assignment);
+                      ``<step>.partial`` while it is being made
     shards/           webdataset tars + a parquet per shard, index.json written last
     records/          the run manifest: one row per input record with its fate
     embeddings/       the CLIP embedding store (clip-retrieval layout)
     catalog.duckdb    DuckDB tables over the above (``cleanroom query``)
     stats.json        counts per stage, source, license and reason, and the models behind the scores
     revocations.jsonl opt-in revocations applied to the run
+    CREDITS.md, credits.parquet, DATASET_CARD.md, report/index.html
+                      what people read (curate.report), written by finalize
     DONE              written last; a run with DONE is complete and re-running it is a no-op
 
 Every reader and writer of ``OUT`` (the run, revocation, the catalogs, dedup against
@@ -28,7 +32,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from curate import stats
+from curate import stages, stats
 from curate.config import ConfigError, RunConfig, load_yaml, validate
 from curate.io import read_json_lines, write_parquet_atomic, write_text_atomic
 
@@ -170,18 +174,21 @@ class RunFolder:
                               f"{'; '.join(differences)}. Use a new --out (or delete {self.root} to start over)")
 
     def finalize(self, manifest: pa.Table | None = None) -> dict[str, Any]:
-        """Manifest (when given), catalog, stats with the models behind the scores, then DONE.
+        """Manifest (when given), catalog, stats with the models behind the scores, the reports
+        people read (``curate.report``), then DONE.
 
-        Also what revocation calls after rewriting records: the catalog and stats follow them,
-        and ``models`` stays as the run recorded it, so nothing the run knew is lost.
+        Also what revocation calls after rewriting records: the catalog, stats and reports follow
+        them, and ``models`` stays as the run recorded it, so nothing the run knew is lost.
         """
-        from curate import catalog  # the catalog reads the run folder through this module
+        from curate import catalog, report  # both read the run folder through this module
 
         if manifest is not None:
             write_parquet_atomic(manifest, self.manifest)
         catalog.build(self.root)
-        run_stats = {**stats.compute(self.records), "models": self._models()}
+        order = stages.run_order(self.config().pipeline.filters)
+        run_stats = {**stats.compute(self.records, order), "models": self._models()}
         write_text_atomic(json.dumps(run_stats, indent=2), self.stats_file)
+        report.write(self)
         write_text_atomic("", self.done_marker)
         return run_stats
 

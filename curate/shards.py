@@ -17,11 +17,16 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
+from curate import stages
 from curate.io import atomic_path, write_parquet_atomic, write_text_atomic
 
+stages.declare("shards", kept={"": "written to a shard"})
+
 INDEX = "index.json"
+TAR_SHA256 = "cleanroom.tar_sha256"  # parquet footer key: the sha256 of the shard's tar
 _MTIME = 946684800  # 2000-01-01: fixed so that rewriting a shard gives the same bytes
 # Fixed, not inferred from the rows: a shard whose samples all lack a value (consent_id,
 # date, ...) would otherwise type that column null, and DuckDB, which takes the first
@@ -37,8 +42,11 @@ SAMPLE_SCHEMA = pa.schema([
 ])
 
 
+SHARD_FORMAT = "shard-%05d"  # printf syntax, so DuckDB names shards the same way (curate.run assigns them)
+
+
 def shard_name(number: int) -> str:
-    return f"shard-{number:05d}"
+    return SHARD_FORMAT % number
 
 
 def assign(keys: Iterable[str], samples_per_shard: int) -> pa.Table:
@@ -94,18 +102,26 @@ def write_shard(shards_dir: Path, name: str, rows: list[dict[str, Any]], images:
                 _add(tar, f"{row['key']}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode())
                 entries.append({**meta, "license_evidence": json.dumps(meta["license_evidence"]),
                                 "captions": json.dumps(meta["captions"], ensure_ascii=False), "shard": name})
-    table = pa.Table.from_pylist(entries, schema=SAMPLE_SCHEMA)
+    # The tar's digest rides in the parquet footer, so the index is made without reading a tar again.
+    digest = {TAR_SHA256: _sha256(shards_dir / f"{name}.tar")}
+    table = pa.Table.from_pylist(entries, schema=SAMPLE_SCHEMA.with_metadata(digest))
     write_parquet_atomic(table, shards_dir / f"{name}.parquet")
     return table
 
 
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def write_index(shards_dir: Path, names: list[str]) -> dict[str, Any]:
+    """index.json from each shard's parquet footer: samples, and the tar's size and sha256."""
     shards = []
     for name in names:
-        tar = shards_dir / f"{name}.tar"
-        samples = sum(1 for m in tarfile.open(tar).getmembers() if m.name.endswith(".json"))
-        shards.append({"tar": tar.name, "parquet": f"{name}.parquet", "samples": samples,
-                       "bytes": tar.stat().st_size, "sha256": hashlib.sha256(tar.read_bytes()).hexdigest()})
+        tar, footer = shards_dir / f"{name}.tar", pq.read_metadata(shards_dir / f"{name}.parquet")
+        digest = (footer.metadata or {}).get(TAR_SHA256.encode())
+        shards.append({"tar": tar.name, "parquet": f"{name}.parquet", "samples": footer.num_rows,
+                       "bytes": tar.stat().st_size, "sha256": digest.decode() if digest else _sha256(tar)})
     index = {"shards": shards, "samples": sum(s["samples"] for s in shards)}
     write_text_atomic(json.dumps(index, indent=2), shards_dir / INDEX)
     return index

@@ -1,31 +1,118 @@
-"""Record filters on one contract, and the registry a pipeline's ``filters:`` section names them from.
+"""The run's stages: one vocabulary of stage names and reasons, and the record-filter contract.
 
-A filter decides one pending record at a time from its fields (``decide``: a reason and a
-detail, or None to keep it). The base class owns the rest: the loop over a batch's pending
-rows, the reasons a filter may give, its stage name, its config model and its error policy
-(strict raises, the default fails the one record with ``failed:stage_error`` and goes on).
+Every stage declares itself where it is implemented (``declare``): its name and, by status,
+every reason it may give with what the reason means. ``records`` checks a record's fate
+against these declarations, ``curate.stats`` counts each record in the stage that decided it
+(the record's ``stage`` column), and the cards print what each stage did. Stage names are the
+same everywhere: in stats, in the cards and as the work folders under ``OUT/work``.
 
-``register`` is the only wiring a new filter needs: it adds the filter's reasons to
-``records.REASONS`` and its stage to ``curate.stats``, so a pipeline can name it under
-``filters:``, the run manifest accepts its reasons, stats count them under its name and the
-model card prints its ``describe()``. A pipeline may also name a filter by import path
-(``my_package.filters:MinArea``): the module is imported, and its filter registered, when the
-pipeline loads (in every process that reads the run's config).
+A run passes its records through ``ORDER``: ``filters`` stands for the record filters a
+pipeline names under ``filters:``, in its order.
+
+A record filter decides one pending record at a time from its fields (``decide``: a reason
+and a detail, or None to keep it). The base class owns the rest: the loop over a batch's
+pending rows, the reasons a filter may give, its stage name, its config model and its error
+policy (strict raises, the default fails the one record with ``failed:stage_error`` and goes
+on). ``register`` is the only wiring a new filter needs: it declares the filter's stage, so a
+pipeline can name it under ``filters:``, the run manifest accepts its reasons, stats count
+them under its name and the cards print its ``describe()``. A pipeline may also name a filter
+by import path (``my_package.filters:MinArea``): the module is imported, and its filter
+registered, when the pipeline loads (in every process that reads the run's config).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
-from typing import Any, ClassVar, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Mapping
 
 import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
-from curate import records, stats
+from curate import records
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+FILTER_STEP = "filters"  # the place of the pipeline's record filters in ORDER, and their work folder
+ORDER = ("ingest", "policy", "fetch", FILTER_STEP, "score", "dedup", "caption", "shards")
+# Failures any stage that reads a record's stored image or runs a filter may give: the record's
+# ``stage`` column names the stage.
+ANY_STAGE = {records.FAILED: {"decode_error": "the stored image does not decode",
+                              "stage_error": "the stage failed on this record; the detail says how"}}
+# Modules that declare the package's own stages when imported (all light: no torch, Ray or img2dataset).
+DECLARING = ("curate.ingest", "curate.verdict", "curate.fetch", "curate.score.filter", "curate.dedup",
+             "curate.captioners.similarity", "curate.shards")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    reasons: Mapping[str, Mapping[str, str]]  # status -> reason code -> what it means
+
+
+DECLARED: dict[str, Stage] = {}
+_STAGE_OF_REASON: dict[str, str] = {}
+
+
+def declare(name: str, **reasons_by_status: Mapping[str, str]) -> Stage:
+    """Declare stage ``name`` and the reasons it gives, by status (``rejected=``, ``duplicate=``, ``failed=``)."""
+    if not _NAME.match(name):
+        raise ValueError(f"stage name {name!r}: lower case letters, digits and _")
+    unknown = set(reasons_by_status) - set(records.TERMINAL_STATUSES)
+    if unknown:
+        raise ValueError(f"stage {name}: no status {', '.join(sorted(unknown))}")
+    codes = [code for reasons in reasons_by_status.values() for code in reasons]
+    taken = sorted(code for code in codes if _STAGE_OF_REASON.get(code, name) != name
+                   or code in ANY_STAGE[records.FAILED])
+    if taken:
+        raise ValueError(f"stage {name}: reasons {', '.join(taken)} belong to another stage")
+    stage = Stage(name, {status: dict(reasons) for status, reasons in reasons_by_status.items()})
+    DECLARED[name] = stage
+    _STAGE_OF_REASON.update({code: name for code in codes})
+    return stage
+
+
+def declared() -> dict[str, Stage]:
+    """Every declared stage, the package's own included."""
+    _import_declaring()
+    return DECLARED
+
+
+@functools.cache
+def _import_declaring() -> None:
+    """Once per process: ``records.finish`` asks for every record. The built-in filters declare theirs too."""
+    for module in (*DECLARING, *(path.partition(":")[0] for path in BUILT_IN.values())):
+        importlib.import_module(module)
+
+
+def reasons(status: str) -> tuple[str, ...]:
+    """Every reason a record of ``status`` may have."""
+    found = [code for stage in declared().values() for code in stage.reasons.get(status, {})]
+    return (*found, *ANY_STAGE.get(status, {}))
+
+
+def stage_of(status: str, reason: str) -> str | None:
+    """The stage that gives ``reason``; None for a reason any stage may give (the record's column says)."""
+    if status == records.KEPT:
+        return "shards"
+    declared()
+    if status == records.FAILED and records.is_http_reason(reason):
+        return "fetch"
+    return _STAGE_OF_REASON.get(reason)
+
+
+def run_order(filters: Iterable[str]) -> list[str]:
+    """A run's stages in the order its records pass them; ``filters``: the keys of its ``filters:`` section."""
+    names = []
+    for name in ORDER:
+        names += [filter_class(key).name for key in filters] if name == FILTER_STEP else [name]
+    return names
+
+
+# ---------------------------------------------------------------- record filters
 
 
 class Filter:
@@ -45,7 +132,7 @@ class Filter:
         raise NotImplementedError
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        if FILTERS.get(self.name) is not type(self):  # a worker process that unpickled a filter it never imported
+        if DECLARED.get(self.name) is None:  # a worker process that unpickled a filter it never imported
             register(type(self))
         table = records.conform(table)
         rows = table.to_pylist()
@@ -60,8 +147,8 @@ class Filter:
         except Exception as e:  # one record's bad fields must not stop a run of millions
             if self.strict:
                 raise
-            records.finish(row, records.FAILED, "stage_error",
-                           f"{self.name}: record {row['key']}: {type(e).__name__}: {e}")
+            records.finish(row, records.FAILED, "stage_error", f"record {row['key']}: {type(e).__name__}: {e}",
+                           stage=self.name)
             return
         if verdict is None:
             return
@@ -73,22 +160,18 @@ class Filter:
 
 FILTERS: dict[str, type[Filter]] = {}
 # The package's own filters, imported (and so registered) when a pipeline first names them.
-BUILT_IN = {"resolution": "curate.score.resolution:Resolution"}
+BUILT_IN = {"resolution": "curate.score.resolution:Resolution",
+            "robots_txt": "curate.rights.filters:RobotsTxt", "tdm_reservation": "curate.rights.filters:TdmReservation",
+            "embedded_rights": "curate.rights.filters:EmbeddedRights"}
 
 
 def register(cls: type[Filter]) -> type[Filter]:
-    """Make ``cls`` a filter pipelines can name; its reasons join the record vocabulary."""
-    if not _NAME.match(cls.name):
-        raise ValueError(f"filter name {cls.name!r}: lower case letters, digits and _")
-    if FILTERS.get(cls.name, cls) is not cls:
-        raise ValueError(f"filter name {cls.name!r} is taken by {FILTERS[cls.name].__module__}")
-    # A built-in filter's reasons are declared with its stage already (stats.STAGE_OF_REASON).
-    taken = {r for r in cls.reasons if stats.STAGE_OF_REASON.get(r, cls.name) != cls.name}
-    if taken:
-        raise ValueError(f"filter {cls.name}: reasons {', '.join(sorted(taken))} belong to another stage")
+    """Make ``cls`` a filter pipelines can name under ``filters:``; its stage and reasons are declared."""
+    if FILTERS.get(cls.name, cls) is not cls or (cls.name in DECLARED and cls.name not in FILTERS):
+        owner = FILTERS[cls.name].__module__ if cls.name in FILTERS else "a built-in stage"
+        raise ValueError(f"filter name {cls.name!r} is taken by {owner}")
+    declare(cls.name, rejected=cls.reasons)
     FILTERS[cls.name] = cls
-    records.add_reasons(records.REJECTED, tuple(cls.reasons))
-    stats.add_stage(cls.name, tuple(cls.reasons))
     return cls
 
 
@@ -98,13 +181,26 @@ def filter_class(key: str) -> type[Filter]:
         return FILTERS[key]
     key = BUILT_IN.get(key, key)
     if ":" in key:
-        module, _, attr = key.partition(":")
-        cls = getattr(importlib.import_module(module), attr, None)
-        if not (isinstance(cls, type) and issubclass(cls, Filter)):
-            raise ValueError(f"{key} is not a curate.stages.Filter")
+        cls = imported_class(key, Filter)
         return register(cls) if FILTERS.get(cls.name) is not cls else cls
     raise PydanticCustomError("unknown_filter", "unknown filter '{key}'; known: {known} (or module:Class)",
                               {"key": key, "known": ", ".join(sorted({*FILTERS, *BUILT_IN}))})
+
+
+def imported_class(path: str, base: type) -> type:
+    """The class a ``module:Class`` path names, which must subclass ``base``."""
+    module, _, attr = path.partition(":")
+    cls = getattr(importlib.import_module(module), attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(f"{path} is not a {base.__module__}.{base.__qualname__}")
+    return cls
+
+
+def settings_error(key: str, error: ValidationError) -> PydanticCustomError:
+    """A stage's settings error as one message naming each field under ``key``."""
+    problems = "; ".join(f"{'.'.join(map(str, [key, *err['loc']]))}: {err['msg']}" for err in error.errors())
+    # A custom error type: pydantic would otherwise prefix the message with "Value error,".
+    return PydanticCustomError("stage_settings", "{problems}", {"problems": problems})
 
 
 def validate_filters(filters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -115,9 +211,7 @@ def validate_filters(filters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         try:
             checked[key] = cls.Config.model_validate(settings or {}).model_dump(mode="json")
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, [key, *err['loc']]))}: {err['msg']}" for err in e.errors())
-            # A custom error type: pydantic would otherwise prefix the message with "Value error,".
-            raise PydanticCustomError("filter_settings", "{problems}", {"problems": problems}) from None
+            raise settings_error(key, e) from None
     return checked
 
 

@@ -26,8 +26,15 @@ from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
 
-from curate import licenses, records
+from curate import licenses, records, stages
 from curate.licenses import UNRECOGNISED, Policy, Reading
+
+stages.declare("policy", rejected={
+    "license_unknown": "no piece of evidence names a license the registry knows",
+    "license_not_allowed": "the license is not allowed by the run's policy",
+    "license_conflict": "pieces of evidence disagree, or one names a license the policy refuses",
+    "permission_unverified": "a permission or opt-in claim with no permission file or active consent",
+})
 
 STATEMENT = "statement"  # a license field: it must be read, or say nothing
 MENTION = "mention"  # one of many categories or templates: it counts only when it names a license

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageCms
 
-from curate import dedup, fetch, pixels, records, shards, stats
+from curate import dedup, fetch, pixels, records, shards, stages, stats
 from curate.localserve import serve
 from curate.score import images, watermark
 
@@ -126,8 +126,8 @@ def test_an_exif_rotated_photo_lands_upright_in_the_shard_without_its_gps(fetche
     assert (result["status"], result["original_width"], result["original_height"]) == ("pending", 300, 200)
     assert result["sha256"] == hashlib.sha256(FILES["rotated.jpg"]).hexdigest()  # of the original, EXIF and all
     row = {**records.candidate("met", "rotated", license="CC0-1.0"), "key": "rotated-jpg"}
-    row = fetch.ApplyFetch(fetch.results(out))(records.to_table([row])).to_pylist()[0]
-    shards.write_shard(tmp_path, "shard-00000", [row], fetch.read_images(out, ["rotated-jpg"]))
+    row = fetch.ApplyFetch()(fetch.attach_results(records.to_table([row]), fetch.results(out))).to_pylist()[0]
+    shards.write_shard(tmp_path, "shard-00000", [row], fetch.read_located(out.parent, [row]))
 
     with tarfile.open(tmp_path / "shard-00000.tar") as tar:
         data = tar.extractfile("rotated-jpg.jpg").read()
@@ -197,7 +197,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(fetched):
     result = results["bomb-png"]
     assert (result["status"], result["reason"]) == ("rejected", "too_many_pixels")
     assert "decompression bomb" in result["detail"] and "1600000000 pixels" in result["detail"]
-    assert stats.stage_of(result["status"], result["reason"]) == "fetch"
+    assert stages.stage_of(result["status"], result["reason"]) == "fetch"
     with pytest.raises(KeyError, match="bomb-png"):
         fetch.read_images(out, ["bomb-png"])
 
@@ -231,14 +231,15 @@ def batch_with_a_bad_image() -> pa.Table:
 
 def test_every_score_stage_fails_the_record_it_cannot_decode_and_goes_on(tmp_path):
     watermark.save_random(tmp_path / "watermark.pt")
-    stages = {"perceptual hash": (dedup.add_phash, dedup.PHASH),
+    image_stages = {"perceptual hash": (dedup.add_phash, dedup.PHASH),
               f"watermark detector laion-watermark-efficientnet_b3:{tmp_path / 'watermark.pt'}": (
                   watermark.Watermark(watermark.WatermarkConfig(weights=str(tmp_path / "watermark.pt"))),
                   watermark.SCORE)}
-    for what, (stage, column) in stages.items():
+    for what, (stage, column) in image_stages.items():
         good, bad = stage(batch_with_a_bad_image()).to_pylist()
         assert good["status"] == "pending" and good[column] is not None, what
-        assert (bad["status"], bad["reason"], bad[column]) == ("failed", "decode_error", None), what
+        fate = (bad["status"], bad["reason"], bad["stage"], bad[column])
+        assert fate == ("failed", "decode_error", "score", None), what
         assert bad["detail"].startswith(f"score: {what}: record {bad['key']}: cannot decode its stored image "
                                         "(OSError: "), bad["detail"]
 
@@ -246,11 +247,14 @@ def test_every_score_stage_fails_the_record_it_cannot_decode_and_goes_on(tmp_pat
 def test_a_decode_failure_after_fetch_counts_in_the_stage_that_met_it(tmp_path):
     error = pixels.PixelError("decode_error", "OSError: image file is truncated")
     rows = [records.finish(records.candidate("met", stage), records.FAILED, "decode_error",
-                           images.failed_decode(stage, "a model", "met-x", error)) for stage in ("score", "caption")]
+                           images.failed_decode(stage, "a model", "met-x", error), stage=stage)
+            for stage in ("score", "caption")]
     rows.append(records.finish(records.candidate("met", "fetched"), records.FAILED, "decode_error",
-                               "decode_error: cannot identify image file (0 bytes, starting with nothing)"))
+                               "decode_error: cannot identify image file (0 bytes, starting with nothing)",
+                               stage="fetch"))
     (tmp_path / "records").mkdir()
     pq.write_table(records.to_table(rows), tmp_path / "records" / "records.parquet")
-    removed = {stage: counts["removed"] for stage, counts in stats.compute(tmp_path / "records")["by_stage"].items()
-               if stage != "shards"}
+    order = stages.run_order(["resolution"])
+    by_stage = stats.compute(tmp_path / "records", order)["by_stage"]
+    removed = {stage: counts["removed"] for stage, counts in by_stage.items() if stage != "shards"}
     assert removed == {**{stage: 0 for stage in removed}, "score": 1, "caption": 1, "fetch": 1}

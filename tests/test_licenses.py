@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from curate import licenses, records, verdict
+from curate import licenses, records, stages, verdict
 from curate.licenses import LicenseFileError, Policy, normalize, normalize_any
 
 # Evidence as sources write it -> the id it must give.
@@ -215,7 +215,7 @@ def test_default_policy_admits(license_id: str) -> None:
 def test_default_policy_rejects(license_id: str | None, reason: str) -> None:
     allowed, why, detail = Policy.default().decide(license_id)
     assert (allowed, why) == (False, reason)
-    assert reason in records.REASONS[records.REJECTED]
+    assert reason in stages.reasons(records.REJECTED)
     if license_id == "CC-BY-NC-4.0":
         assert detail == "license CC-BY-NC-4.0 (family cc-by-nc) is not allowed by policy default"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from curate import licenses, records, shards, verdict
+from curate import licenses, records, shards, stages, verdict
 from curate.config import ConfigError, load_pipeline, resolve_sources
 from curate.ingest import Ingest
 from curate.licenses import Policy
@@ -226,7 +226,7 @@ def run_ingest(tmp_path: Path, permission: str) -> list[dict]:
     pipeline = tmp_path / "pipeline.yaml"
     pipeline.write_text(f"name: t\nsources:\n  - manifest: {manifest}\n")
     sources = resolve_sources(load_pipeline(pipeline), pipeline, {"out": str(tmp_path)})
-    table = Ingest(sources)(pa.table({"source": ["archive"], "path": [str(folder)]}))
+    table = pa.concat_tables(Ingest(sources)(pa.table({"source": ["archive"], "path": [str(folder)]})))
     return judged(table.to_pylist())
 
 
@@ -298,4 +298,4 @@ def test_the_shard_json_keeps_every_piece():
 
 
 def test_every_rejection_reason_is_a_license_reason():
-    assert LICENSE_REASONS <= set(records.REASONS[records.REJECTED])
+    assert LICENSE_REASONS <= set(stages.reasons(records.REJECTED))

@@ -29,7 +29,8 @@ def pending_images(rows: list[dict[str, Any]], preprocess: Callable, stage: str,
         try:
             picture = pixels.rgb(data)
         except pixels.PixelError as e:
-            records.finish(row, records.FAILED, pixels.DECODE_ERROR, failed_decode("caption", stage, row["key"], e))
+            records.finish(row, records.FAILED, pixels.DECODE_ERROR, failed_decode("caption", stage, row["key"], e),
+                           stage="caption")
             continue
         tensors.append(preprocess(picture))
         indices.append(i)

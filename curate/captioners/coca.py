@@ -20,7 +20,7 @@ import pyarrow as pa
 from curate import records
 from curate.captioners import text as captext
 from curate.captioners._models import autocast, pending_images
-from curate.captioners.config import CaptionConfig
+from curate.captioners.config import CaptionConfig, ModelCaptions, register_captioner
 from curate.score import clip
 
 ORIGIN = "model"
@@ -56,8 +56,12 @@ def _initialise_decoder_projection(model: Any) -> None:
         torch.nn.init.normal_(model.text_decoder.text_projection, std=model.text_decoder.width ** -0.5)
 
 
+@register_captioner
 class CocaCaptioner:
     """Stage (a Ray actor: it loads the model once): pending records -> a model caption each."""
+
+    kind = "coca"
+    Settings = ModelCaptions
 
     def __init__(self, config: CaptionConfig):
         if config.captioner is None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from curate import templates
+from curate.stages import imported_class, settings_error
 from curate.score.clip import ClipSpec
 
 Origin = Literal["metadata", "model", "combined"]
@@ -52,12 +53,12 @@ def required_fields(template: str) -> set[str]:
 class SourceCaptions(Strict):
     """Overrides for one source (keyed by its name in the pipeline's ``sources``)."""
 
-    # Replace the adapter's default templates; tried in order, the first whose required
-    # fields the record has wins.
-    templates: list[str] | None = Field(default=None, min_length=1)
-    # Caption field -> record or ``meta`` keys tried in order, merged over the adapter's
-    # defaults, e.g. ``{description: [wall_description]}`` for Cleveland.
-    fields: dict[str, list[str]] = Field(default_factory=dict)
+    templates: list[str] | None = Field(default=None, min_length=1, description=(
+        "Replace the adapter's default templates; tried in order, the first whose required fields the record "
+        "has wins."))
+    fields: dict[str, list[str]] = Field(default_factory=dict, description=(
+        "Caption field -> record or `meta` keys tried in order, merged over the adapter's defaults, e.g. "
+        "`{description: [wall_description]}` for Cleveland."))
 
     @field_validator("templates")
     @classmethod
@@ -74,18 +75,21 @@ class SourceCaptions(Strict):
 
 
 class MetadataCaptions(Strict):
-    # Per source; sources not named here use their adapter's defaults (curate.captioners.metadata).
-    sources: dict[str, SourceCaptions] = Field(default_factory=dict)
-    # A multilingual description ({"en": .., "fi": ..}) gives one caption per language,
-    # in this order of preference first; the first is the one ``choose`` can pick.
-    languages: list[str] = Field(default_factory=lambda: ["en"])
-    all_languages: bool = True  # false: only the preferred language's caption
-    placeholders: list[str] = Field(default_factory=lambda: list(DEFAULT_PLACEHOLDERS))
-    placeholder_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_PLACEHOLDER_PATTERNS))
+    sources: dict[str, SourceCaptions] = Field(default_factory=dict, description=(
+        "Per source; sources not named here use their adapter's defaults (curate.captioners.metadata)."))
+    languages: list[str] = Field(default_factory=lambda: ["en"], description=(
+        "A multilingual description ({\"en\": .., \"fi\": ..}) gives one caption per language, in this order "
+        "of preference first; the first is the one `choose` can pick."))
+    all_languages: bool = Field(True, description="false: only the preferred language's caption.")
+    placeholders: list[str] = Field(default_factory=lambda: list(DEFAULT_PLACEHOLDERS), description=(
+        "Values that stand for no value (compared on letters and digits, case-folded): never in a caption."))
+    placeholder_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_PLACEHOLDER_PATTERNS),
+                                            description="Regular expressions a whole placeholder value matches.")
     # AIC publishes its data as CC0 except ``description``, which is CC BY 4.0. A caption
     # built from it carries CC BY text into the shards and the model's training data, which
     # then owe AIC attribution; so it stays out unless the pipeline says so here.
-    include_cc_by_description: bool = False
+    include_cc_by_description: bool = Field(False, description=(
+        "Caption from AIC's `description`, which is CC BY 4.0 (the rest of AIC's data is CC0)."))
 
     @field_validator("placeholder_patterns")
     @classmethod
@@ -115,19 +119,21 @@ class DecodingOptions(Strict):
     ``stopping_criteria`` (objects, not config).
     """
 
-    generation_type: Literal["beam_search", "top_k", "top_p"] = "beam_search"
-    seq_len: int = Field(default=30, ge=2, le=77)  # tokens generated, start token included; 77 = CLIP context
-    min_seq_len: int = Field(default=5, ge=0)
-    repetition_penalty: float = Field(default=1.0, gt=0)
-    # beam_search (diverse beam search when num_beam_groups > 1); deterministic
-    num_beams: int = Field(default=6, ge=2)
-    num_beam_groups: int = Field(default=3, ge=1)
-    # top_k / top_p sampling
-    top_k: int = Field(default=1, ge=1)  # 1 is greedy decoding
-    top_p: float = Field(default=0.1, gt=0, le=1)
-    temperature: float = Field(default=1.0, gt=0)
-    max_seq_len: int = Field(default=77, ge=1)  # the decoder's window over the tokens so far
-    seed: int = 0  # sampling draws from a generator seeded by (seed, record key)
+    generation_type: Literal["beam_search", "top_k", "top_p"] = Field("beam_search", description=(
+        "beam_search is deterministic (diverse beam search when num_beam_groups > 1); top_k and top_p sample."))
+    seq_len: int = Field(default=30, ge=2, le=77, description=(
+        "Tokens generated, start token included; 77 is CLIP's context."))
+    min_seq_len: int = Field(default=5, ge=0, description="Tokens generated at least.")
+    repetition_penalty: float = Field(default=1.0, gt=0, description="Above 1 discourages repeated tokens.")
+    num_beams: int = Field(default=6, ge=2, description="beam_search only: beams, a multiple of num_beam_groups.")
+    num_beam_groups: int = Field(default=3, ge=1, description="beam_search only: groups of diverse beams.")
+    top_k: int = Field(default=1, ge=1, description="top_k only: tokens sampled from; 1 is greedy decoding.")
+    top_p: float = Field(default=0.1, gt=0, le=1, description="top_p only: probability mass sampled from.")
+    temperature: float = Field(default=1.0, gt=0, description="top_k and top_p only: sampling temperature.")
+    max_seq_len: int = Field(default=77, ge=1, description=(
+        "top_k and top_p only: the decoder's window over the tokens so far."))
+    seed: int = Field(0, description="top_k and top_p only: each record samples from a generator seeded by "
+                                     "(seed, record key).")
 
     @model_validator(mode="after")
     def _consistent(self) -> "DecodingOptions":
@@ -157,12 +163,63 @@ class DecodingOptions(Strict):
         return self.generation_type != "beam_search"
 
 
-class ModelCaptions(Strict):
-    # A CoCa model: an open_clip name + pretrained tag (coca_ViT-L-14 /
-    # mscoco_finetuned_laion2b_s13b_b90k), or a local checkpoint, or a registered tiny config.
-    model: ClipSpec
-    decoding: DecodingOptions = DecodingOptions()
-    batch_size: int = Field(default=16, ge=1)  # images per generate() call
+class CaptionerSettings(Strict):
+    """What every captioner's settings have; a captioner kind's own model adds the rest.
+
+    A captioner is a class, run as a Ray actor: ``__init__(captions: CaptionConfig)`` loads its
+    model once, ``__call__(table) -> table`` adds a caption of origin ``model`` to each pending
+    record's ``captions`` (``curate.captioners.text``). It declares ``kind`` and ``Settings``
+    and is registered with ``register_captioner``, or named by import path as its ``kind``.
+    """
+
+    kind: str = Field(description="A registered captioner kind, or an import path (module:Class).")
+    batch_size: int = Field(default=16, ge=1, description="Images per model call.")
+
+    def describe(self) -> str:
+        """The model's name as every caption it makes records it."""
+        raise NotImplementedError
+
+
+class ModelCaptions(CaptionerSettings):
+    """open_clip CoCa (``kind: coca``, ``curate.captioners.coca``)."""
+
+    kind: Literal["coca"] = Field("coca", description="The default kind.")
+    model: ClipSpec = Field(description=(
+        "A CoCa model: an open_clip name + pretrained tag (coca_ViT-L-14 / mscoco_finetuned_laion2b_s13b_b90k), "
+        "or a local checkpoint, or a registered tiny config."))
+    decoding: DecodingOptions = Field(DecodingOptions(), description="How captions are generated.")
+
+    def describe(self) -> str:
+        return self.model.describe()
+
+
+CAPTIONERS: dict[str, type] = {}
+# The package's own captioners, imported (and so registered) when a pipeline first names them.
+BUILT_IN_CAPTIONERS = {"coca": "curate.captioners.coca:CocaCaptioner"}
+
+
+def register_captioner(cls: type) -> type:
+    """Make ``cls`` a captioner pipelines can name as ``captioner: {kind: ...}``."""
+    if CAPTIONERS.get(cls.kind, cls) is not cls:
+        raise ValueError(f"captioner kind {cls.kind!r} is taken by {CAPTIONERS[cls.kind].__module__}")
+    if not (isinstance(getattr(cls, "kind", None), str) and issubclass(getattr(cls, "Settings", object),
+                                                                        CaptionerSettings)):
+        raise ValueError(f"{cls.__qualname__} needs a kind and a Settings subclassing "
+                         "curate.captioners.config.CaptionerSettings")
+    CAPTIONERS[cls.kind] = cls
+    return cls
+
+
+def captioner_class(kind: str) -> type:
+    """A registered captioner by kind, or one named by import path (``module:Class``)."""
+    if kind in CAPTIONERS:
+        return CAPTIONERS[kind]
+    path = BUILT_IN_CAPTIONERS.get(kind, kind)
+    if ":" not in path:
+        raise ValueError(f"unknown captioner kind {kind!r}; known: "
+                         f"{', '.join(sorted({*CAPTIONERS, *BUILT_IN_CAPTIONERS}))} (or module:Class)")
+    cls = imported_class(path, object)
+    return register_captioner(cls) if CAPTIONERS.get(cls.kind) is not cls else cls
 
 
 class SimilarityFilter(Strict):
@@ -170,23 +227,39 @@ class SimilarityFilter(Strict):
 
     # LAION-400M kept pairs with cosine >= 0.28 under OpenAI's ViT-B/32; the number
     # belongs to that model, so change both together.
-    model: ClipSpec = ClipSpec(model="ViT-B-32", pretrained="openai")
-    threshold: float = Field(default=0.28, ge=-1.0, le=1.0)
-    batch_size: int = Field(default=64, ge=1)
+    model: ClipSpec = Field(ClipSpec(model="ViT-B-32", pretrained="openai"), description=(
+        "The CLIP model that embeds image and caption."))
+    threshold: float = Field(default=0.28, ge=-1.0, le=1.0, description=(
+        "Cosine similarity below which a record is rejected; it belongs to `model`: change both together."))
+    batch_size: int = Field(default=64, ge=1, description="Records per model call.")
 
 
 class CaptionConfig(Strict):
-    # Origins tried in order for KEY.txt: the first the record has wins. Every caption
-    # made is kept in KEY.json's ``captions`` whichever is chosen.
-    choose: list[Origin] = Field(default_factory=lambda: ["metadata"], min_length=1)
-    metadata: MetadataCaptions = MetadataCaptions()
-    captioner: ModelCaptions | None = None  # the model behind "model" and "combined" captions
-    # The combined caption: the model's words plus the record's fields.
-    combined_template: str = "{model}[, by {creator}][, {date}]"
-    # CLIP reads 77 tokens; ~200 characters of English stay well inside them. Longer
-    # captions are cut at a sentence end (else a word end) before this.
-    max_chars: int = Field(default=200, ge=20)
-    similarity: SimilarityFilter | None = None
+    choose: list[Origin] = Field(default_factory=lambda: ["metadata"], min_length=1, description=(
+        "Origins tried in order for KEY.txt: the first the record has wins. Every caption made is kept in "
+        "KEY.json's `captions` whichever is chosen."))
+    metadata: MetadataCaptions = Field(MetadataCaptions(), description="Captions from the record's own fields.")
+    captioner: SerializeAsAny[CaptionerSettings] | None = Field(None, description=(
+        "The model behind \"model\" and \"combined\" captions; `kind` picks the captioner (default coca)."))
+    combined_template: str = Field("{model}[, by {creator}][, {date}]", description=(
+        "The combined caption: the model's words plus the record's fields."))
+    # CLIP reads 77 tokens; ~200 characters of English stay well inside them.
+    max_chars: int = Field(default=200, ge=20, description=(
+        "Longer captions are cut at a sentence end (else a word end) before this."))
+    similarity: SimilarityFilter | None = Field(None, description=(
+        "Reject records whose chosen caption and image disagree under CLIP; none: off."))
+
+    @field_validator("captioner", mode="before")
+    @classmethod
+    def _captioner_of_its_kind(cls, value: object) -> object:
+        if isinstance(value, dict):
+            kind = value.get("kind", "coca")
+            settings = captioner_class(kind).Settings
+            try:
+                return settings.model_validate({**value, "kind": kind})
+            except ValidationError as e:
+                raise settings_error("captioner", e) from None
+        return value
 
     @field_validator("choose")
     @classmethod

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from curate import records
+from curate import records, stages
 from curate.captioners import text as captext
 from curate.captioners._models import autocast, pending_images
 from curate.captioners.config import SimilarityFilter
@@ -21,6 +21,8 @@ from curate.score import clip
 
 SCORE_COLUMN = "caption_clip_similarity"
 REASON = "low_clip_similarity"
+STAGE = "caption"
+stages.declare(STAGE, rejected={REASON: "the chosen caption does not describe the image well enough"})
 
 
 class ClipSimilarity:

@@ -21,20 +21,16 @@ IMAGE = "jpg"
 
 
 class AttachImages:
-    """Stage: add ``jpg`` (bytes) to pending records, null elsewhere; reads ``<fetch_root>/<source>``."""
+    """Stage: add ``jpg`` (bytes) to pending records, null elsewhere, read where each record's image is stored."""
 
     def __init__(self, fetch_root: Path):
         self.fetch_root = Path(fetch_root)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         batch = records.conform(batch)
-        pending = pc.equal(batch["status"], records.PENDING).to_pylist()
-        keys, sources = batch["key"].to_pylist(), batch["source"].to_pylist()
-        images: dict[str, bytes] = {}
-        for source in sorted({s for s, p in zip(sources, pending) if p}):
-            wanted = [k for k, s, p in zip(keys, sources, pending) if p and s == source]
-            images.update(fetch.read_images(self.fetch_root / source, wanted))
-        column = pa.array([images.get(k) for k in keys], pa.binary())
+        rows = batch.select(["key", "status", "image_file", "image_row"]).to_pylist()
+        images = fetch.read_located(self.fetch_root, [r for r in rows if r["status"] == records.PENDING])
+        column = pa.array([images.get(r["key"]) for r in rows], pa.binary())
         return batch.append_column(IMAGE, column)
 
 
@@ -59,7 +55,7 @@ def rgb(data: bytes, key: str):
 
 
 def failed_decode(stage: str, what: str, key: str, error: pixels.PixelError) -> str:
-    """The detail of a decode_error after fetch; ``stage`` (one of stats.STAGES) first, so the failure counts there."""
+    """The detail of a decode_error after fetch: the stage and step that read the image, the key, the error."""
     return f"{stage}: {what}: record {key}: cannot decode its stored image ({error})"
 
 
@@ -81,15 +77,17 @@ def decode(batch: pa.Table, stage: str, what: str) -> Decoded:
             failures[i] = failed_decode(stage, what, keys[i], e)
             continue
         rows.append(i)
-    return Decoded(_failed(batch, failures), rows, pictures)
+    return Decoded(_failed(batch, failures, stage), rows, pictures)
 
 
-def _failed(batch: pa.Table, failures: dict[int, str]) -> pa.Table:
+def _failed(batch: pa.Table, failures: dict[int, str], stage: str) -> pa.Table:
     if not failures:
         return batch
-    columns = {c: batch[c].to_pylist() for c in ("status", "reason", "detail")}
+    batch = records.conform(batch)
+    columns = {c: batch[c].to_pylist() for c in ("status", "reason", "detail", "stage")}
     for i, detail in failures.items():
-        columns["status"][i], columns["reason"][i], columns["detail"][i] = records.FAILED, pixels.DECODE_ERROR, detail
+        for name, value in zip(columns, (records.FAILED, pixels.DECODE_ERROR, detail, stage)):
+            columns[name][i] = value
     for name, values in columns.items():
         batch = records.put_column(batch, name, pa.array(values, pa.string()))
     return batch

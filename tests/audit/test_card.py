@@ -29,6 +29,7 @@ from curate.optin.consent import Scope
 from curate.optin.report import card_section
 from curate.optin.store import Store
 from curate.runfolder import RunFolder
+from curate.describe import without_folders
 from curate.score.clip import ClipSpec
 
 RUN_FILES = ("catalog.duckdb", "run.yaml", "stats.json", "records", "shards")
@@ -105,11 +106,25 @@ def test_thresholds_and_model_names_come_from_run_yaml_and_stats(demo_card, demo
                      f"CLIP cosine above {pipeline['dedup']['near']['clip']['threshold']}",
                      f"threshold {captions['similarity']['threshold']} with",
                      f"`{ClipSpec(**captions['captioner']['model']).describe()}`",
-                     *(f"`{model}`" for model in stats["models"].values())):
+                     *(f"`{without_folders(model)}`" for model in stats["models"].values())):
         assert expected in demo_card
-    for fate, n in stats["by_fate"].items():
+    rows = re.findall(r"^\| (\w+) \| ([\w:]+) \| (\d+) \|$", section(demo_card, "Curation"), re.M)
+    for fate, n in stats["by_fate"].items():  # a fate two stages give (license_conflict) has a row in each
         if fate != "kept":
-            assert re.search(rf"^\| \w+ \| {re.escape(fate)} \| {n} \|$", demo_card, re.M), fate
+            assert sum(int(count) for _, f, count in rows if f == fate) == n, fate
+    assert {stage for stage, _, _ in rows} <= set(stats["by_stage"])
+
+
+def test_the_card_has_hub_metadata_a_usage_snippet_and_no_local_paths(demo_card, demo_model, demo_out):
+    front, body = demo_card.removeprefix("---\n").split("\n---\n", 1)
+    meta = yaml.safe_load(front)
+    assert (meta["license"], meta["license_link"], meta["pipeline_tag"], meta["library_name"]) == (
+        "other", card.LICENSE_FILE, "text-to-image", "diffusers")
+    assert "base_model" not in meta and "trained-from-scratch" in meta["tags"]
+    assert "StableDiffusionPipeline.from_pretrained(" in section(body, "Usage")
+    assert f"`{demo_out.name}/DATASET_CARD.md`" in section(body, "Usage")
+    for local in {str(demo_out), str(demo_model), str(Path.home()), str(demo_out.parents[1])}:
+        assert local not in demo_card
 
 
 def test_license_section_lists_the_license_files_restrictions(demo_card):

@@ -1,5 +1,6 @@
 """Threshold decisions on controlled scores, the scoring config, and checks before any image."""
 
+import re
 import pyarrow as pa
 import pytest
 import torch
@@ -7,7 +8,7 @@ from pydantic import ValidationError
 
 from curate import records
 from curate.score import aesthetic, nsfw, watermark
-from curate.score.filter import EmbeddingHeads, ScoreFilter, ScoringConfig
+from curate.score.filter import EmbeddingHeads, ScoreThresholds, ScoringConfig
 from curate.score.weights import WeightsError
 
 TINY = {"model": "cleanroom-tiny-clip"}
@@ -31,7 +32,7 @@ def fates(rows, scoring=THRESHOLDS):
     table = records.to_table(rows)
     for column in (aesthetic.SCORE, watermark.SCORE, nsfw.SCORE):
         table = records.put_column(table, column, pa.array([r[column] for r in rows], "float32"))
-    return [(r["status"], r["reason"], r["detail"]) for r in ScoreFilter(scoring)(table).to_pylist()]
+    return [(r["status"], r["reason"], r["detail"]) for r in ScoreThresholds(scoring)(table).to_pylist()]
 
 
 def test_thresholds_keep_strictly_inside_and_name_score_threshold_and_model():
@@ -54,9 +55,21 @@ def test_without_thresholds_scores_are_recorded_and_nothing_is_rejected():
     assert [s for s, _, _ in fates([scored("low", 0.0, 1.0, 1.0)], scoring)] == ["pending"]
 
 
-def test_a_pending_record_without_its_score_is_an_error_naming_it():
-    with pytest.raises(ValueError, match=r"record met-[0-9a-f]+: pending but its pnsfw score is None"):
-        fates([scored("unscored", 6.0, 0.1, None)])
+def test_a_pending_record_without_its_score_fails_in_the_score_stage_naming_it():
+    (status, reason, detail), = fates([scored("unscored", 6.0, 0.1, None)])
+    assert (status, reason) == ("failed", "stage_error")
+    assert re.fullmatch(r"record met-[0-9a-f]+: ValueError: pending but its pnsfw score is None \(was it scored\?\)",
+                        detail)
+
+
+def test_the_score_stage_says_what_it_keeps_with_each_model():
+    lines = ScoreThresholds(THRESHOLDS).describe_lines()
+    assert lines == ["CLIP embeddings: `open_clip:cleanroom-tiny-clip/random-init`.",
+                     "Aesthetic: rejected at score <= 5.0 (model: `laion-aesthetic-improved_mlp:a.pth on "
+                     "open_clip:cleanroom-tiny-clip/random-init`).",
+                     "Watermark: rejected at p(watermark) >= 0.5 (model: `laion-watermark-efficientnet_b3:w.pt`).",
+                     "NSFW: rejected at p(nsfw) >= 0.3 (model: `nsfw-head:n.pt on "
+                     "open_clip:cleanroom-tiny-clip/random-init`)."]
 
 
 def test_config_is_strict_and_says_which_model_gives_each_score():
