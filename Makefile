@@ -10,7 +10,7 @@ OUT ?= out/demo
 
 $(BIN)/.installed: pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,cluster]'
 	touch $@
 
 install: $(BIN)/.installed

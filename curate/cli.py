@@ -11,36 +11,89 @@ import argparse
 import json
 import logging
 import sys
+import traceback
+from importlib import metadata
 from pathlib import Path
 
 from audit.cli import add_commands as add_audit_commands
+from curate.harvest.cli import add_commands as add_harvest_commands
 from curate.optin.cli import add_commands as add_optin_commands
 from train.cli import add_commands as add_train_commands
 
 
 def _curate_run(args: argparse.Namespace) -> int:
-    from curate.config import pipeline_path
+    from curate.config import load_pipeline, pipeline_path
+    from curate.outcome import problems
     from curate.run import run
+    from curate.runfolder import RunFolder
 
-    stats = run(pipeline_path(args.pipeline), Path(args.out), address=args.address)
+    pipeline = pipeline_path(args.pipeline)
+    load_pipeline(pipeline)  # a pipeline that does not validate stops here, before OUT or a demo corpus is made
+    stats = run(pipeline, Path(args.out), address=args.address)
     print(json.dumps({"out": str(Path(args.out).resolve()), "records": stats["records"], "kept": stats["kept"],
                       "by_fate": stats["by_fate"]}, indent=2))
-    return 0
+    found = problems(RunFolder.at(Path(args.out)))
+    for problem in found:  # a finished run that produced nothing usable is a failure a script must see
+        print(f"cleanroom: {problem}", file=sys.stderr)
+    return 1 if found else 0
 
 
 def _query(args: argparse.Namespace) -> int:
-    from curate.catalog import query
+    import duckdb
 
-    table = query(Path(args.out), args.sql)
+    from curate.catalog import query
+    from curate.config import ConfigError
+
+    try:
+        table = query(Path(args.out), args.sql)
+    except duckdb.Error as e:  # the user's SQL: DuckDB's first line says what is wrong with it
+        raise ConfigError(f"query: {str(e).strip().splitlines()[0]}") from None
     print("\t".join(table.column_names))
     for row in table.to_pylist():
         print("\t".join("" if v is None else str(v) for v in row.values()))
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from curate import report
+
+    print(json.dumps({name: str(path) for name, path in report.write(Path(args.out)).items()}, indent=2))
+    return 0
+
+
+def version() -> str:
+    try:
+        return metadata.version("cleanroom")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """An option's default after its help, where it has one worth saying (not None, not an unset flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """Help that shows defaults, and a usage error as one line naming the option (with its choices) and exit 2.
+
+    Every subcommand's parser is of this class too (argparse makes them of their parent's class)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser(chosen: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; a command whose module is heavy gets its arguments only when ``chosen``."""
-    top = argparse.ArgumentParser(prog="cleanroom", description=__doc__.partition("\n")[0])
+    top = Parser(prog="cleanroom", description=__doc__.partition("\n")[0])
+    top.add_argument("--version", action="version", version=f"cleanroom {version()}")
     commands = top.add_subparsers(dest="command", required=True)
 
     curate = commands.add_parser("curate", help="curation jobs").add_subparsers(dest="action", required=True)
@@ -55,22 +108,50 @@ def parser(chosen: str | None = None) -> argparse.ArgumentParser:
     query.add_argument("sql")
     query.set_defaults(handler=_query)
 
+    report = commands.add_parser("report", help="write a finished run's report/index.html, DATASET_CARD.md, "
+                                                "CREDITS.md and credits.parquet again")
+    report.add_argument("out", help="output folder of a finished run")
+    report.set_defaults(handler=_report)
+
+    add_harvest_commands(commands)
     add_optin_commands(commands)
     add_train_commands(commands, chosen)
     add_audit_commands(commands, chosen)
     return top
 
 
+# The packages whose own `raise` statements give the errors meant for users.
+OWN_CODE = tuple(f"{Path(__file__).resolve().parents[1] / package}/" for package in ("curate", "train", "audit"))
+
+
+def expected(error: BaseException) -> bool:
+    """An error for the user, shown as one line: a missing file, or a ValueError that cleanroom's own code
+    raised on purpose (ConfigError and the others name the file, field or option). A ValueError from inside
+    a library, or from a failed conversion in our code, is a bug and keeps its traceback."""
+    if isinstance(error, FileNotFoundError):
+        return True
+    frames = traceback.extract_tb(error.__traceback__)
+    if not isinstance(error, ValueError) or not frames:
+        return False
+    where = frames[-1]
+    return str(Path(where.filename).resolve()).startswith(OWN_CODE) and (where.line or "").lstrip().startswith("raise ")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # The top level takes no option but -h, so its first other word is the command.
+    # The top level takes no option but -h and --version, so its first other word is the command.
     chosen = next((word for word in argv if not word.startswith("-")), None)
     args = parser(chosen).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    # Our own progress at INFO; libraries (open_clip logs on the root logger, Ray, faiss) only warn.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    for ours in ("cleanroom", "curate", "train", "audit"):
+        logging.getLogger(ours).setLevel(logging.INFO)
     try:
         return args.handler(args)
-    except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
-        print(f"cleanroom: error: {e}", file=sys.stderr)
+    except (FileNotFoundError, ValueError) as e:
+        if not expected(e):
+            raise
+        print(f"cleanroom: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
 
 

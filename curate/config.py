@@ -21,6 +21,7 @@ from curate import data, permissions, stages, templates
 from curate.captioners.config import CaptionConfig
 from curate.dedup import NearDedupConfig
 from curate.fetch import FetchSettings
+from curate.harvest.settings import HarvestSettings
 from curate.licenses import LicenseFileError
 from curate.score.filter import ScoringConfig
 from curate.sources import ADAPTERS, options_model
@@ -39,15 +40,20 @@ class Strict(BaseModel):
 
 
 class Manifest(Strict):
-    source: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")  # used in record keys
-    name: str
-    adapter: str
-    metadata: list[str] = Field(default_factory=list)  # paths or globs, relative to the manifest
-    # Permission files (licenses/permissions/<name>.yaml, or paths) covering this source's records.
-    permissions: list[str] = Field(default_factory=list)
-    options: dict[str, Any] = Field(default_factory=dict)
-    fetch: dict[str, Any] = Field(default_factory=dict)  # FetchSettings fields
-    attribution: str = "{title} by {creator}, {source_name}, {license_name}"
+    source: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$",
+                        description="The source's short name, part of every record key of the source.")
+    name: str = Field(description="The source's full name: `{source_name}` in attribution lines, the cards.")
+    adapter: str = Field(description="The adapter that reads the metadata (`curate/sources/<adapter>.py`).")
+    metadata: list[str] = Field(default_factory=list, description=(
+        "Files or folders the adapter reads: paths or globs, relative to the manifest."))
+    permissions: list[str] = Field(default_factory=list, description=(
+        "Permission files (licenses/permissions/<name>.yaml, or paths) covering this source's records."))
+    options: dict[str, Any] = Field(default_factory=dict, description="The adapter's own options.")
+    fetch: dict[str, Any] = Field(default_factory=dict, description=(
+        "This source's fetch settings, over the pipeline's top-level `fetch`."))
+    harvest: HarvestSettings = Field(HarvestSettings(), description="How `cleanroom sources pull` asks its API.")
+    attribution: str = Field("{title} by {creator}, {source_name}, {license_name}", description=(
+        "Each record's attribution line: a template of record fields, `[optional parts]` vanish when empty."))
 
     @field_validator("adapter")
     @classmethod
@@ -77,31 +83,58 @@ class Manifest(Strict):
 class SourceEntry(Strict):
     """One source in a pipeline: a manifest plus pipeline-level overrides."""
 
-    manifest: str
-    metadata: list[str] | None = None  # replaces the manifest's, relative to the pipeline file
-    options: dict[str, Any] = Field(default_factory=dict)
-    fetch: dict[str, Any] = Field(default_factory=dict)
+    manifest: str = Field(description="A bundled manifest's name (`met`, `local`) or a path from the pipeline file.")
+    metadata: list[str] | None = Field(None, description=(
+        "Replaces the manifest's `metadata`; paths or globs relative to the pipeline file."))
+    options: dict[str, Any] = Field(default_factory=dict, description="Over the manifest's `options`, key by key.")
+    fetch: dict[str, Any] = Field(default_factory=dict, description=(
+        "Over the manifest's and the pipeline's `fetch`, key by key."))
 
 
 class Dedup(Strict):
-    exact: bool = True
-    near: NearDedupConfig = NearDedupConfig()  # pHash and CLIP-embedding dedup; both need scoring
+    exact: bool = Field(True, description="Records whose original bytes have the same sha256 are one image.")
+    near: NearDedupConfig = Field(NearDedupConfig(), description=(
+        "pHash and CLIP-embedding dedup; both need a `scoring` section."))
 
 
 class Shards(Strict):
-    samples_per_shard: int = Field(default=1000, ge=1)
+    samples_per_shard: int = Field(default=1000, ge=1, description="Kept samples per webdataset tar.")
 
 
 class Demo(Strict):
     """An offline corpus generated into the run folder and served on loopback."""
 
-    images: int = Field(default=24, ge=8)
-    seed: int = 0
-    head_dim: int = Field(default=32, ge=1)  # embedding width of the demo's CLIP (cleanroom-tiny-clip)
+    images: int = Field(default=24, ge=8, description="Good images generated, shared by the demo's three sources.")
+    seed: int = Field(0, description="Seed of the generated pictures.")
+    head_dim: int = Field(default=32, ge=1, description=(
+        "Embedding width of the demo's CLIP (cleanroom-tiny-clip)."))
+
+
+# The stages that hold a model, each run by Ray Data as a pool of actors that load it once.
+MODEL_STAGES = ("embed", "watermark", "captioner", "similarity")
+
+
+class ActorResources(Strict):
+    """One model stage's actors; what is left out is derived from the cluster (``curate.run.actor_resources``)."""
+
+    min_actors: int | None = Field(default=None, ge=1, description="Actors the pool starts with.")
+    max_actors: int | None = Field(default=None, ge=1, description="Actors the pool may grow to.")
+    num_cpus: float | None = Field(default=None, gt=0, description="CPUs per actor.")
+    num_gpus: float | None = Field(default=None, ge=0, description="GPUs per actor; a fraction shares one GPU.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ActorResources":
+        if self.min_actors and self.max_actors and self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors ({self.min_actors}) is above max_actors ({self.max_actors})")
+        return self
 
 
 class RayConfig(Strict):
-    num_cpus: int | None = None  # local Ray only; None lets Ray count the cores
+    """Where and with what the run executes; not part of a run's identity (a resumed run may change it)."""
+
+    num_cpus: int | None = Field(None, description="CPUs of a local Ray (not a cluster's); none: all cores.")
+    stages: dict[Literal[MODEL_STAGES], ActorResources] = Field(default_factory=dict, description=(
+        "Actor pool of each model stage."))
 
 
 class ResolvedSource(Strict):
@@ -119,19 +152,25 @@ class ResolvedSource(Strict):
 
 
 class Pipeline(Strict):
-    name: str
-    policy: str = "default"  # a name under licenses/ (policy-<name>.yaml) or a path
-    sources: list[SourceEntry] = Field(min_length=1)
-    fetch: dict[str, Any] = Field(default_factory=dict)  # defaults for every source
-    # Record filters by name (curate.stages.FILTERS) or import path (module:Class), run in this order
-    # after fetch, each with its settings; the resolution filter is on unless a pipeline lists others.
-    filters: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"resolution": {}}, validate_default=True)
-    dedup: Dedup = Dedup()
-    scoring: ScoringConfig | None = None  # CLIP embeddings and the heads; None skips the stage
-    captions: CaptionConfig = CaptionConfig()
-    shards: Shards = Shards()
-    demo: Demo | None = None
-    ray: RayConfig = RayConfig()
+    name: str = Field(description="The pipeline's name, as the model card names the run.")
+    policy: str = Field("default", description=(
+        "A license policy: a name under licenses/ (policy-<name>.yaml) or a path."))
+    sources: list[SourceEntry] = Field(min_length=1, description=(
+        "The sources; of duplicates with equal license rank and size, dedup keeps the earlier source's."))
+    fetch: dict[str, Any] = Field(default_factory=dict, description=(
+        "Fetch settings for every source, under each manifest's own `fetch`."))
+    filters: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {name: {} for name in stages.BUILT_IN}, validate_default=True, description=(
+            "Record filters by name or import path (module:Class), run in this order after fetch, each with its "
+            "settings; without a `filters` section, every built-in one with its defaults."))
+    dedup: Dedup = Field(Dedup(), description="Exact and near duplicate removal.")
+    scoring: ScoringConfig | None = Field(None, description=(
+        "CLIP embeddings and the heads on them; none skips the stage."))
+    captions: CaptionConfig = Field(CaptionConfig(), description=(
+        "Which captions each record gets, and which is KEY.txt."))
+    shards: Shards = Field(Shards(), description="The webdataset shards.")
+    demo: Demo | None = Field(None, description="Generate and serve the offline demo corpus (the demo pipeline only).")
+    ray: RayConfig = Field(RayConfig(), description="Ray resources; not part of a run's identity.")
 
     @model_validator(mode="after")
     def _fetch_fields_known(self) -> "Pipeline":

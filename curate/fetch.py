@@ -3,6 +3,7 @@
 Layout of a fetch folder (one per source in a run)::
 
     candidates.parquet   the url list img2dataset reads: ``record_key``, ``url``, sorted by key
+    decided.parquet      fates given before download (``curate.rights.steps.before_fetch``), if any
     settings.json        the FetchSettings this folder was fetched with
     images/              img2dataset's output: ``NNNNN.parquet`` per shard (metadata + the stored
                          image in ``jpg``), ``NNNNN_stats.json`` written after the parquet is closed
@@ -24,28 +25,42 @@ img2dataset error messages ``"<reason>: <decoder message>"``.
 
 from __future__ import annotations
 
+import bisect
 import importlib
 import os
 import re
 import signal
 import threading
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Iterator, Literal
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate import pixels, records
-from curate.io import write_parquet_atomic, write_text_atomic
+from curate import pixels, records, stages
+from curate.io import atomic_path, write_parquet_atomic, write_text_atomic
+from curate.rights.embedded import COLUMN as RIGHTS
+
+STAGE = "fetch"
+stages.declare(STAGE, rejected={
+    "site_disallowed": "the image's server sent an X-Robots-Tag such as noai",
+    "too_many_pixels": "more pixels than fetch max_pixels (a decompression bomb, or just too big)",
+}, failed={
+    "download_timeout": "no answer within the fetch timeout",
+    "download_error": "the download failed (connection refused, reset, ...); download_http_<code>: an HTTP error",
+    "not_fetched": "the fetcher returned no row for the record",
+})
 
 # albumentations (imported by img2dataset) asks PyPI for a newer version at import time:
 # without network that is a stall and a warning in every worker process (they inherit this).
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 CANDIDATES = "candidates.parquet"
+DECIDED = "decided.parquet"
 SETTINGS = "settings.json"
 IMAGES = "images"
 # img2dataset writes a ``key`` column of its own (shard + row), so ours travels under this name.
@@ -58,12 +73,19 @@ RESULT_SCHEMA = pa.schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("reason", pa.string(), nullable=False),
         pa.field("detail", pa.string()),
+        pa.field("stage", pa.string()),
         pa.field("sha256", pa.string()),
         pa.field("original_width", pa.int32()),  # as displayed (EXIF orientation applied), before resize
         pa.field("original_height", pa.int32()),
+        pa.field(RIGHTS, pa.string()),  # JSON: rights metadata of the original and its TDM headers (curate.rights)
+        pa.field("image_file", pa.string()),  # where the stored image is: <source>/images/NNNNN.parquet ...
+        pa.field("image_row", pa.int64()),  # ... and its row there (read_located reads it without a scan)
     ]
 )
-_FETCHED_COLUMNS = ("status", "reason", "detail", "sha256", "original_width", "original_height")
+_FETCHED_COLUMNS = tuple(RESULT_SCHEMA.names[1:])
+RESULTS = "results.parquet"
+FETCHED = "fetched_"  # prefix of the result columns joined onto records for ApplyFetch
+BATCH_ROWS = 50_000
 NOT_FETCHED_DETAIL = "img2dataset wrote no row for this key (its shard did not complete)"
 
 
@@ -75,27 +97,29 @@ class FetchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    processes_count: int = Field(1, ge=1)
-    thread_count: int = Field(8, ge=1)
-    timeout: float = Field(10, gt=0)  # seconds, per request
-    retries: int = Field(0, ge=0)
-    user_agent_token: str = "cleanroom"
-    # img2dataset's own default: X-Robots-Tag directives that forbid using the image.
+    processes_count: int = Field(1, ge=1, description="Download processes (with the multiprocessing distributor).")
+    thread_count: int = Field(8, ge=1, description="Download threads per process.")
+    timeout: float = Field(10, gt=0, description="Seconds per request.")
+    retries: int = Field(0, ge=0, description="Attempts after the first for a URL that failed.")
+    user_agent_token: str = Field("cleanroom", description="Added to the User-Agent of every image request.")
+    # img2dataset's own default.
     disallowed_header_directives: list[str] = Field(
-        default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"])
-    image_size: int = Field(1024, ge=1)
-    resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = "keep_ratio"
+        default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"],
+        description="X-Robots-Tag directives that forbid using the image: a response with one is not kept.")
+    image_size: int = Field(1024, ge=1, description="The stored image's target size in pixels (see resize_mode).")
+    resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = Field(
+        "keep_ratio", description="How the stored image is fitted to image_size, as img2dataset's modes.")
     # img2dataset's keep_ratio otherwise *enlarges* images smaller than image_size.
-    resize_only_if_bigger: bool = True
-    encode_format: Literal["jpg"] = "jpg"
-    encode_quality: int = Field(95, ge=0, le=100)
-    # Images with more pixels are rejected (too_many_pixels) from their header, before decoding;
+    resize_only_if_bigger: bool = Field(True, description="Leave images smaller than image_size at their size.")
+    encode_format: Literal["jpg"] = Field("jpg", description="The stored image's format.")
+    encode_quality: int = Field(95, ge=0, le=100, description="JPEG quality of the stored image.")
     # Pillow itself refuses more than its limit as a decompression bomb.
-    max_pixels: int = Field(pixels.PILLOW_MAX_PIXELS, ge=1, le=pixels.PILLOW_MAX_PIXELS)
-    number_sample_per_shard: int = Field(1000, ge=1)
-    # "ray" runs each img2dataset shard as a task on the Ray this process is connected to
-    # (processes_count is then unused: Ray's CPUs bound the parallelism).
-    distributor: Literal["multiprocessing", "ray"] = "multiprocessing"
+    max_pixels: int = Field(pixels.PILLOW_MAX_PIXELS, ge=1, le=pixels.PILLOW_MAX_PIXELS, description=(
+        "Images with more pixels are rejected (too_many_pixels) from their header, before decoding."))
+    number_sample_per_shard: int = Field(1000, ge=1, description="Images per fetch-results file under OUT/work.")
+    distributor: Literal["multiprocessing", "ray"] = Field("multiprocessing", description=(
+        "ray: each fetch shard is a task on the run's Ray, whose CPUs bound the parallelism "
+        "(processes_count is then unused)."))
 
     def target(self) -> pixels.Target:
         return pixels.Target(size=self.image_size, mode=self.resize_mode, only_if_bigger=self.resize_only_if_bigger,
@@ -131,7 +155,7 @@ class FetchSettings(BaseModel):
 # ---------------------------------------------------------------- download
 
 
-def download(candidates: pa.Table, out_dir: Path, settings: FetchSettings) -> Path:
+def download(candidates: pa.Table, out_dir: Path, settings: FetchSettings, decided: pa.Table | None = None) -> Path:
     """Fetch every candidate's url into ``out_dir`` (resumable; a no-op once finished).
 
     ``candidates`` needs columns ``key`` and ``url`` (others are ignored). Returns ``out_dir``.
@@ -144,6 +168,8 @@ def download(candidates: pa.Table, out_dir: Path, settings: FetchSettings) -> Pa
                            "img2dataset installs a SIGINT handler")
     url_list = _url_list(candidates)
     _write_candidates(url_list, out_dir / CANDIDATES)
+    if decided is not None and decided.num_rows:  # their fates join the results; they are not downloaded
+        write_parquet_atomic(decided, out_dir / DECIDED)
     write_text_atomic(settings.model_dump_json(indent=2), out_dir / SETTINGS)
     if url_list.num_rows == 0:
         return out_dir
@@ -204,11 +230,15 @@ def _img2dataset(url_list: Path, output: Path, settings: FetchSettings) -> None:
         built.append(normaliser)
         return normaliser
 
+    from curate.rights import download as rights_download  # imports img2dataset
+
+    # The Downloader too: it keeps the TDM response headers and our ``rights`` column (curate.rights.download).
     original, main.Resizer = main.Resizer, resizer
+    downloader, main.Downloader = main.Downloader, rights_download.Downloader
     try:
         img2dataset.download(url_list=str(url_list), output_folder=str(output), **settings.img2dataset_args())
     finally:
-        main.Resizer = original
+        main.Resizer, main.Downloader = original, downloader
     if not built:
         raise RuntimeError(f"img2dataset {getattr(img2dataset, '__version__', '?')} no longer builds its resizer "
                            "from img2dataset.main.Resizer, so curate.pixels was not used: install "
@@ -250,36 +280,64 @@ def fate(error_message: str | None) -> tuple[str, str]:
 
 def results(out_dir: Path) -> pa.Table:
     """One row per candidate of ``out_dir`` (RESULT_SCHEMA), read without image bytes."""
+    return pa.Table.from_batches(list(_result_batches(Path(out_dir))), schema=RESULT_SCHEMA)
+
+
+def write_results(out_dir: Path) -> Path:
+    """``results`` written to ``out_dir/results.parquet`` batch by batch: a source of millions never in memory."""
     out_dir = Path(out_dir)
-    candidates = pq.read_table(out_dir / CANDIDATES, columns=[KEY_COLUMN])
-    fetched = _fetched(out_dir, [KEY_COLUMN, "status", "error_message", "sha256",
-                                 "original_width", "original_height"])
-    by_key = {}
-    if fetched is not None:
-        by_key = {row[KEY_COLUMN]: row for row in fetched.to_pylist()}
-    rows = [_result_row(key, by_key.get(key)) for key in candidates[KEY_COLUMN].to_pylist()]
-    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+    with atomic_path(out_dir / RESULTS) as tmp, pq.ParquetWriter(tmp, RESULT_SCHEMA) as writer:
+        for batch in _result_batches(out_dir):
+            writer.write_batch(batch)
+    return out_dir / RESULTS
 
 
-def _result_row(key: str, row: dict | None) -> dict:
-    if row is None:
-        return dict(key=key, status=records.FAILED, reason="not_fetched", detail=NOT_FETCHED_DETAIL)
+def _result_batches(out_dir: Path) -> Iterator[pa.RecordBatch]:
+    """The candidates joined with img2dataset's rows (by DuckDB, which spills), in key order, as result batches."""
+    con = duckdb.connect()
+    con.register("candidates", con.read_parquet(str(out_dir / CANDIDATES)).select(KEY_COLUMN))
+    files = _finished_files(out_dir)
+    if files:
+        columns = [KEY_COLUMN, "status", "error_message", "sha256", "original_width", "original_height", RIGHTS]
+        fetched = con.read_parquet(files, filename=True, file_row_number=True, union_by_name=True)
+        con.register("fetched", fetched.select(", ".join([*columns, "filename", "file_row_number"])))
+        joined = con.sql("SELECT * FROM candidates c LEFT JOIN fetched f USING (record_key) ORDER BY record_key")
+    else:
+        joined = con.sql("SELECT record_key FROM candidates ORDER BY record_key")
+    reader = joined.fetch_arrow_reader(BATCH_ROWS)
+    for batch in reader:
+        located = batch.to_pylist()
+        yield pa.RecordBatch.from_pylist([_result_row(out_dir, row) for row in located], schema=RESULT_SCHEMA)
+    if (out_dir / DECIDED).exists():
+        for batch in pq.ParquetFile(out_dir / DECIDED).iter_batches(BATCH_ROWS):
+            yield pa.RecordBatch.from_pylist(batch.to_pylist(), schema=RESULT_SCHEMA)
+
+
+def _result_row(out_dir: Path, row: dict) -> dict:
+    key = row[KEY_COLUMN]
+    if row.get("status") is None:
+        return dict(key=key, status=records.FAILED, reason="not_fetched", detail=NOT_FETCHED_DETAIL, stage=STAGE)
     if row["status"] != "success":
         status, reason = fate(row["error_message"] or row["status"])
-        return dict(key=key, status=status, reason=reason, detail=row["error_message"])
-    return dict(key=key, status=records.PENDING, reason="", detail=None, sha256=row["sha256"],
-                original_width=row["original_width"], original_height=row["original_height"])
+        return dict(key=key, status=status, reason=reason, detail=row["error_message"], stage=STAGE)
+    return dict(key=key, status=records.PENDING, reason="", detail=None, stage=None, sha256=row["sha256"],
+                original_width=row["original_width"], original_height=row["original_height"], rights=row[RIGHTS],
+                image_file=f"{out_dir.name}/{IMAGES}/{Path(row['filename']).name}", image_row=row["file_row_number"])
 
 
 def empty_results() -> pa.Table:
     return RESULT_SCHEMA.empty_table()
 
 
-def _fetched(out_dir: Path, columns: list[str], where: pc.Expression | None = None) -> pa.Table | None:
-    """img2dataset's rows from the shards it finished (a stats file is written after the parquet)."""
+def _finished_files(out_dir: Path) -> list[str]:
+    """img2dataset's parquet files of the shards it finished (a stats file is written after the parquet)."""
     folder = out_dir / IMAGES
-    files = [str(folder / f"{stats.name.removesuffix('_stats.json')}.parquet")
-             for stats in sorted(folder.glob("*_stats.json"))]
+    return [str(folder / f"{stats.name.removesuffix('_stats.json')}.parquet")
+            for stats in sorted(folder.glob("*_stats.json"))]
+
+
+def _fetched(out_dir: Path, columns: list[str], where: pc.Expression | None = None) -> pa.Table | None:
+    files = _finished_files(out_dir)
     if not files:
         return None
     return ds.dataset(files, format="parquet").to_table(columns=columns, filter=where)
@@ -302,25 +360,90 @@ def read_images(out_dir: Path, keys: Iterable[str]) -> dict[str, bytes]:
     return images
 
 
+def read_located(fetch_root: Path, rows: Iterable[dict]) -> dict[str, bytes]:
+    """The stored image of each row by its ``image_file`` and ``image_row``: only the row groups holding them
+    are read, so a lookup costs the same however many images the run has."""
+    wanted: dict[str, list[tuple[int, str]]] = {}
+    for row in rows:
+        if row.get("image_file") is None:
+            raise KeyError(f"record {row['key']}: no stored image (image_file is empty; failed or not fetched?)")
+        wanted.setdefault(row["image_file"], []).append((row["image_row"], row["key"]))
+    images = {}
+    for name, located in wanted.items():
+        images.update(_read_rows(Path(fetch_root) / name, located))
+    return images
+
+
+def _read_rows(path: Path, located: list[tuple[int, str]]) -> dict[str, bytes]:
+    parquet = pq.ParquetFile(path)
+    starts, at = [], 0
+    for group in range(parquet.num_row_groups):
+        starts.append(at)
+        at += parquet.metadata.row_group(group).num_rows
+    by_group: dict[int, list[tuple[int, str]]] = {}
+    for row, key in located:
+        group = bisect.bisect_right(starts, row) - 1
+        by_group.setdefault(group, []).append((row - starts[group], key))
+    images = {}
+    for group, members in by_group.items():
+        table = parquet.read_row_group(group, columns=[KEY_COLUMN, ENCODE_COLUMN])
+        for offset, key in members:
+            if table[KEY_COLUMN][offset].as_py() != key:  # the fetch folder changed under the run
+                raise KeyError(f"{path}: row {starts[group] + offset} holds {table[KEY_COLUMN][offset]}, not {key}")
+            images[key] = table[ENCODE_COLUMN][offset].as_py()
+    return images
+
+
 # ---------------------------------------------------------------- stage
+
+# Records joined with their source's results, each result column under FETCHED + its name (null: no result).
+_JOIN = ("SELECT i.*, " + ", ".join(f"r.{name} AS {FETCHED}{name}" for name in RESULT_SCHEMA.names)
+         + " FROM ingest i LEFT JOIN results r USING (key)")
+
+
+def join_results(ingest_glob: str, result_files: list[Path], target: Path) -> None:
+    """Write the ingested records with their fetch results joined on (``ApplyFetch`` applies them).
+
+    DuckDB streams the join from the parquet files into the folder ``target``, spilling to disk as it
+    needs: no process holds the run's records or results. Files of bounded size, so Ray reads them
+    in parallel.
+    """
+    con = duckdb.connect()
+    con.register("ingest", con.read_parquet(ingest_glob))
+    files = [str(f) for f in result_files]
+    con.register("results", con.read_parquet(files) if files else con.from_arrow(RESULT_SCHEMA.empty_table()))
+    con.execute(f"COPY ({_JOIN}) TO ? (FORMAT parquet, FILE_SIZE_BYTES '64MB', ROW_GROUP_SIZE 10000)",
+                [str(target)])
+
+
+def attach_results(table: pa.Table, fetched: pa.Table) -> pa.Table:
+    """``join_results`` for tables in memory: the same join."""
+    con = duckdb.connect()
+    con.register("ingest", table)
+    con.register("results", fetched)
+    return con.sql(_JOIN).to_arrow_table()
 
 
 class ApplyFetch:
-    """Stage: pending records -> their fetch fate, sha256 and original size.
+    """Stage: pending records -> their fetch fate, sha256, original size, rights and image location.
 
-    A pending record with no fetch result was never handed to the fetcher: failed/not_fetched.
-    Records already decided pass through untouched.
+    Reads the result columns ``join_results`` put beside each record, and drops them. A pending
+    record with no fetch result was never handed to the fetcher: failed/not_fetched. Records
+    already decided pass through untouched.
     """
 
-    def __init__(self, fetched: pa.Table):
-        self.by_key = {row["key"]: row for row in fetched.select(["key", *_FETCHED_COLUMNS]).to_pylist()}
-
     def __call__(self, batch: pa.Table) -> pa.Table:
-        batch = records.conform(batch)  # a Ray batch may carry all-null columns typed null
+        joined = [FETCHED + name for name in RESULT_SCHEMA.names]
+        results = batch.select(joined).rename_columns(RESULT_SCHEMA.names).to_pylist()
+        batch = records.conform(batch.drop_columns(joined))  # a Ray batch may carry all-null columns typed null
+        if RIGHTS not in batch.column_names:  # a column fetch owns, read by curate.rights' filters
+            batch = batch.append_column(pa.field(RIGHTS, pa.string()), pa.nulls(batch.num_rows, pa.string()))
         rows = batch.to_pylist()
-        for row in rows:
-            if row["status"] == records.PENDING:
-                row.update(self.by_key.get(row["key"]) or dict(
-                    status=records.FAILED, reason="not_fetched", detail="no fetch result for this record",
-                    sha256=None, original_width=None, original_height=None))
+        for row, result in zip(rows, results):
+            if row["status"] != records.PENDING:
+                continue
+            if result["key"] is None:
+                result = dict(status=records.FAILED, reason="not_fetched", detail="no fetch result for this record",
+                              stage=STAGE, **{name: None for name in _FETCHED_COLUMNS[4:]})
+            row.update({name: result[name] for name in _FETCHED_COLUMNS})
         return pa.Table.from_pylist(rows, schema=batch.schema)

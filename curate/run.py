@@ -11,23 +11,29 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from curate import dedup, demo, fetch, licenses, records, shards, stages, verdict
-from curate.caption import Captioner, ClipSimilarity, CocaCaptioner
-from curate.config import RunConfig, load_pipeline, resolve
+from curate import dedup, demo, fetch, licenses, progress, records, shards, stages, verdict
+from curate.caption import Captioner, ClipSimilarity
+from curate.captioners.config import captioner_class
+from curate.config import ActorResources, RunConfig, load_pipeline, resolve
 from curate.ingest import Ingest, work_items
-from curate.io import write_parquet_atomic
+from curate.progress import Progress
+from curate.rights import steps as rights
+from curate.io import atomic_path, write_parquet_atomic
 from curate.runfolder import RunFolder
 from curate.score import embed, images, store, watermark
-from curate.score.filter import EmbeddingHeads, ScoreFilter
+from curate.score.filter import EmbeddingHeads, ScoreThresholds
 
 log = logging.getLogger("cleanroom.run")
+SHARD_ROWS = "rows"  # work/shards/rows/shard=NAME/*.parquet: the rows each shard is written from
 
 
 @contextmanager
@@ -41,7 +47,8 @@ def ray_session(config: RunConfig, address: str | None) -> Iterator[None]:
         ray.init(address=address)
     else:
         ray.init(num_cpus=config.pipeline.ray.num_cpus, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    # Ray Data's bars on a terminal; elsewhere (a log file, CI) curate.progress writes plain lines.
+    ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     try:
         yield
     finally:
@@ -49,7 +56,12 @@ def ray_session(config: RunConfig, address: str | None) -> Iterator[None]:
 
 
 def run(pipeline_file: Path, out: Path, address: str | None = None) -> dict[str, Any]:
-    """Run (or resume) a pipeline into ``out``; returns the run's stats."""
+    """Run (or resume) a pipeline into ``out``; returns the run's stats.
+
+    ``address`` joins a Ray cluster; without it a run inside a Ray job (``ray job submit``) joins the
+    job's cluster through the ``RAY_ADDRESS`` Ray sets, and any other run starts Ray on this machine.
+    """
+    address = address or os.environ.get("RAY_ADDRESS")
     folder = RunFolder.at(out)
     folder.root.mkdir(parents=True, exist_ok=True)
     pipeline = load_pipeline(pipeline_file)
@@ -81,28 +93,38 @@ class Run:
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         log.info("stage %s", name)
-        produce(scratch)
+        with Progress(f"stage {name}", scratch, self.records_in(name)):
+            produce(scratch)
         os.replace(scratch, final)
         return final
 
+    def records_in(self, step: str) -> int | None:
+        """How many records ``step`` writes, when it passes every ingested record on (decided or not)."""
+        ingested = self.folder.stage_dir("ingest")
+        if step not in (stages.FILTER_STEP, "score", "caption") or not ingested.exists():
+            return None
+        return progress.rows_written(ingested)
+
     def execute(self) -> dict[str, Any]:
         self.stage("ingest", self.ingest)
-        if not self.folder.stage_dir("filtered").exists():  # fetch results are only read by the filter stage
+        if not self.folder.stage_dir(stages.FILTER_STEP).exists():  # fetch results are only read by the filters
             self.fetch()
-        self.stage("filtered", self.filter)
+        self.stage(stages.FILTER_STEP, self.filter)
         if self.config.pipeline.scoring is not None:
-            self.stage("scored", self.score)
+            self.stage("score", self.score)
         self.stage("dedup", self.dedup)
-        self.stage("captioned", self.caption)
-        self.stage("assign", self.assign)
+        self.stage("caption", self.caption)
+        self.stage("shards", self.assign)
         written = self.write_shards()
         shards.write_index(self.folder.shards, written)
-        return self.folder.finalize(self.manifest())
+        self.folder.records.mkdir(exist_ok=True)
+        self.write_manifest()
+        return self.folder.finalize()
 
     @property
     def before_dedup(self) -> str:
-        """The stage dedup and captioning read: scored records when the run scores, else filtered ones."""
-        return "scored" if self.config.pipeline.scoring is not None else "filtered"
+        """The step dedup and captioning read: scored records when the run scores, else filtered ones."""
+        return "score" if self.config.pipeline.scoring is not None else stages.FILTER_STEP
 
     def ingest(self, into: Path) -> None:
         import ray
@@ -115,13 +137,17 @@ class Run:
 
     def fetch(self) -> None:
         con = duckdb.connect()
+        checks = self.record_filters()
         for source in self.config.sources:
             candidates = con.sql(
                 "SELECT key, url FROM read_parquet(?) WHERE status = ? AND source = ? ORDER BY key",
                 params=[self.folder.stage_glob("ingest"), records.PENDING, source.source]).to_arrow_table()
             if candidates.num_rows:
+                # Hosts' robots.txt and tdmrep.json decide first, so what they disallow is never requested.
+                candidates, decided = rights.before_fetch(candidates, checks, source.fetch.timeout,
+                                                          source.fetch.user_agent_token)
                 log.info("fetch %s: %d candidates", source.source, candidates.num_rows)
-                fetch.download(candidates, self.folder.fetch_root / source.source, source.fetch)
+                fetch.download(candidates, self.folder.fetch_root / source.source, source.fetch, decided)
 
     def fetch_dirs(self) -> list[Path]:
         return [d for d in sorted(self.folder.fetch_root.glob("*")) if d.is_dir()]
@@ -129,12 +155,19 @@ class Run:
     def filter(self, into: Path) -> None:
         import ray
 
-        results = [fetch.results(d) for d in self.fetch_dirs()]
-        apply = fetch.ApplyFetch(pa.concat_tables(results) if results else fetch.empty_results())
-        ds = ray.data.read_parquet(str(self.folder.stage_dir("ingest"))).map_batches(apply, batch_format="pyarrow")
-        for record_filter in stages.configured(self.config.pipeline.filters):
+        joined = self.folder.work / "filters.input"
+        shutil.rmtree(joined, ignore_errors=True)
+        fetch.join_results(self.folder.stage_glob("ingest"), [fetch.write_results(d) for d in self.fetch_dirs()],
+                           joined)
+        ds = ray.data.read_parquet(str(joined)).map_batches(fetch.ApplyFetch(), batch_format="pyarrow")
+        for record_filter in self.record_filters():
             ds = ds.map_batches(record_filter, batch_format="pyarrow")
         ds.write_parquet(str(into))
+        shutil.rmtree(joined)
+
+    def record_filters(self) -> list[Callable[[pa.Table], pa.Table]]:
+        """The pipeline's filters, given the run's host rules and policy that the rights checks read."""
+        return rights.bound(stages.configured(self.config.pipeline.filters), self.folder, self.policy)
 
     def score(self, into: Path) -> None:
         """CLIP embeddings, the heads and their thresholds, and perceptual hashes for dedup."""
@@ -144,20 +177,35 @@ class Run:
         heads = EmbeddingHeads(settings)  # checks every weight file and shape before any image is read
         embeddings = self.folder.embeddings
         shutil.rmtree(embeddings, ignore_errors=True)  # an unfinished stage is redone whole
-        actor = {**model_stage(), "batch_size": settings.batch_size}
-        ds = (ray.data.read_parquet(str(self.folder.stage_dir("filtered")))
+        sharing = 2 if settings.watermark else 1
+        ds = (ray.data.read_parquet(str(self.folder.stage_dir(stages.FILTER_STEP)))
               .map_batches(images.AttachImages(self.folder.fetch_root), batch_size=settings.batch_size,
                            batch_format="pyarrow")
               .map_batches(embed.Embed, fn_constructor_kwargs={"spec": settings.clip,
-                                                               "batch_size": settings.batch_size}, **actor))
+                                                               "batch_size": settings.batch_size},
+                           **self.model_stage("embed", settings.batch_size, sharing)))
         if settings.watermark:
-            ds = ds.map_batches(watermark.Watermark, fn_constructor_kwargs={"config": settings.watermark}, **actor)
+            ds = ds.map_batches(watermark.Watermark, fn_constructor_kwargs={"config": settings.watermark},
+                                **self.model_stage("watermark", settings.batch_size, sharing))
         (ds.map_batches(dedup.add_phash, batch_format="pyarrow")
          .map_batches(images.drop_images, batch_format="pyarrow")
          .map_batches(heads, batch_format="pyarrow")
          .map_batches(store.EmbeddingWriter(embeddings), batch_format="pyarrow")
-         .map_batches(ScoreFilter(settings), batch_format="pyarrow")
+         .map_batches(ScoreThresholds(settings), batch_format="pyarrow")
          .write_parquet(str(into)))
+
+    def model_stage(self, name: str, batch_size: int, sharing: int) -> dict[str, Any]:
+        """Ray arguments for a stage that holds a model: a pool of actors that each load it once."""
+        import ray
+
+        cluster = ray.cluster_resources()
+        asked = self.config.pipeline.ray.stages.get(name, ActorResources())
+        pool = actor_resources(asked, cluster.get("CPU", 1), cluster.get("GPU", 0), sharing)
+        log.info("stage %s: %d-%d actors, %s CPU and %s GPU each, batches of %d", name, pool["min_size"],
+                 pool["max_size"], pool["num_cpus"], pool["num_gpus"], batch_size)
+        return {"compute": ray.data.ActorPoolStrategy(min_size=pool["min_size"], max_size=pool["max_size"]),
+                "num_cpus": pool["num_cpus"], "num_gpus": pool["num_gpus"], "batch_size": batch_size,
+                "batch_format": "pyarrow"}
 
     def dedup(self, into: Path) -> None:
         source = self.folder.stage_glob(self.before_dedup)
@@ -173,89 +221,116 @@ class Run:
         write_parquet_atomic(decisions, into / "decisions.parquet")
 
     def caption(self, into: Path) -> None:
-        import pyarrow.parquet as pq
         import ray
 
         captions = self.config.pipeline.captions
         decisions = pq.read_table(self.folder.stage_dir("dedup") / "decisions.parquet")
         ds = (ray.data.read_parquet(str(self.folder.stage_dir(self.before_dedup)))
               .map_batches(dedup.ApplyDuplicates(decisions), batch_format="pyarrow"))
-        uses_images = captions.captioner is not None or captions.similarity is not None
-        if uses_images:
-            ds = ds.map_batches(images.AttachImages(self.folder.fetch_root), batch_format="pyarrow")
+        models = [m for m in (captions.captioner, captions.similarity) if m is not None]
+        uses_images = bool(models)
+        if uses_images:  # batches of a model's size: a worker holds that many images, not a block's
+            ds = ds.map_batches(images.AttachImages(self.folder.fetch_root), batch_format="pyarrow",
+                                batch_size=min(m.batch_size for m in models))
+        sharing = (captions.captioner is not None) + (captions.similarity is not None)
         if captions.captioner is not None:
-            ds = ds.map_batches(CocaCaptioner, fn_constructor_args=(captions,),
-                                batch_size=captions.captioner.batch_size,
-                                **model_stage())
+            ds = ds.map_batches(captioner_class(captions.captioner.kind), fn_constructor_args=(captions,),
+                                **self.model_stage("captioner", captions.captioner.batch_size, sharing))
         ds = ds.map_batches(Captioner(captions, {s.source: s.adapter for s in self.config.sources}),
                             batch_format="pyarrow")
         if captions.similarity is not None:
             ds = ds.map_batches(ClipSimilarity, fn_constructor_args=(captions.similarity,),
-                                batch_size=captions.similarity.batch_size, **model_stage())
+                                **self.model_stage("similarity", captions.similarity.batch_size, sharing))
         if uses_images:
             ds = ds.map_batches(images.drop_images, batch_format="pyarrow")
         ds.write_parquet(str(into))
 
     def assign(self, into: Path) -> None:
-        keys = duckdb.execute("SELECT key FROM read_parquet(?) WHERE status = ?",
-                              [self.folder.stage_glob("captioned"), records.PENDING]).fetchall()
-        table = shards.assign([k for (k,) in keys], self.config.pipeline.shards.samples_per_shard)
-        write_parquet_atomic(table, into / "assign.parquet")
+        """Each record still pending gets its shard, by key order; its row is written under its shard's folder.
+
+        Written partitioned by shard, so a shard writer reads its own rows only, and sorted by DuckDB,
+        which spills to disk: no step holds the run's keys in memory.
+        """
+        duckdb.execute("""
+            COPY (SELECT c.* REPLACE (printf(?, (row_number() OVER (ORDER BY c.key) - 1) // ?) AS shard)
+                  FROM read_parquet(?) c WHERE c.status = ?)
+            TO ? (FORMAT parquet, PARTITION_BY (shard))
+        """, [shards.SHARD_FORMAT, self.config.pipeline.shards.samples_per_shard,
+              self.folder.stage_glob("caption"), records.PENDING, str(into / SHARD_ROWS)])
+
+    @property
+    def shard_rows(self) -> Path:
+        return self.folder.stage_dir("shards") / SHARD_ROWS
 
     def write_shards(self) -> list[str]:
         import ray
 
-        assign = str(self.folder.stage_dir("assign") / "assign.parquet")
-        names = [n for (n,) in duckdb.execute("SELECT DISTINCT shard FROM read_parquet(?) ORDER BY 1",
-                                               [assign]).fetchall()]
-        writer = ShardWriter(self.folder.shards, self.folder.stage_glob("captioned"), assign, self.folder.fetch_root)
+        names = sorted(p.name.removeprefix("shard=") for p in self.shard_rows.glob("shard=*"))
+        writer = ShardWriter(self.folder.shards, self.shard_rows, self.folder.fetch_root)
         todo = [n for n in names if not shards.is_complete(self.folder.shards, n)]
         if todo:
             ray.data.from_items([{"shard": n} for n in todo]).map_batches(
                 writer, batch_size=1, batch_format="pyarrow").materialize()
         return names
 
-    def manifest(self) -> pa.Table:
-        """OUT/records: every input record once, pending ones now kept in their shard."""
-        table = duckdb.sql(f"""
-            SELECT c.* REPLACE (
-                CASE WHEN a.shard IS NOT NULL THEN '{records.KEPT}' ELSE c.status END AS status,
-                a.shard AS shard)
-            FROM read_parquet(?) c LEFT JOIN read_parquet(?) a USING (key)
-            ORDER BY c.key
-        """, params=[self.folder.stage_glob("captioned"),
-                     str(self.folder.stage_dir("assign") / "assign.parquet")]).to_arrow_table()
-        table = records.conform(table)
-        left = [k for k, s in zip(table["key"].to_pylist(), table["status"].to_pylist()) if s == records.PENDING]
+    def write_manifest(self) -> None:
+        """OUT/records: every input record once, in key order, pending ones now kept in their shard.
+
+        Streamed by DuckDB from the caption step's records and the shard assignment into the
+        manifest file, never held in this process.
+        """
+        con = duckdb.connect()
+        if any(self.shard_rows.glob("shard=*")):
+            con.register("assigned", con.read_parquet(f"{self.shard_rows}/*/*.parquet", hive_partitioning=True)
+                         .select("key, shard"))
+        else:  # a run that kept nothing has no shard folders
+            con.execute("CREATE VIEW assigned AS SELECT NULL::VARCHAR AS key, NULL::VARCHAR AS shard WHERE false")
+        left = con.execute("SELECT count(*) FROM read_parquet(?) c ANTI JOIN assigned a USING (key) "
+                           "WHERE c.status = ?", [self.folder.stage_glob("caption"), records.PENDING]).fetchone()[0]
         if left:
-            raise RuntimeError(f"records left without a terminal status: {left[:5]}")
-        return table
+            raise RuntimeError(f"{left} records left without a terminal status")
+        with atomic_path(self.folder.manifest) as tmp:
+            con.execute("""
+                COPY (SELECT c.* REPLACE (
+                          CASE WHEN a.shard IS NOT NULL THEN ? ELSE c.status END AS status,
+                          CASE WHEN a.shard IS NOT NULL THEN 'shards' ELSE c.stage END AS stage,
+                          a.shard AS shard)
+                      FROM read_parquet(?) c LEFT JOIN assigned a USING (key)
+                      ORDER BY c.key)
+                TO ? (FORMAT parquet)
+            """, [records.KEPT, self.folder.stage_glob("caption"), str(tmp)])
 
 
-def model_stage() -> dict[str, Any]:
-    """Ray arguments for a stage that holds a model: one actor, loaded once.
+def actor_resources(asked: ActorResources, cpus: float, gpus: float, sharing: int) -> dict[str, Any]:
+    """A model stage's actor pool: what the pipeline asked, the rest derived from the cluster's resources.
 
-    Half a CPU each: on a 2-core machine two model actors at 1 CPU would starve the read
-    tasks and Ray Data stalls. Ray then runs torch with one thread in the actor.
+    ``sharing`` model stages run at once in one dataset (embed and watermark; captioner and
+    similarity). With GPUs, each actor takes its share of one GPU and the pool grows to one
+    actor per GPU. Without, each actor takes one CPU and the pool grows to a quarter of the
+    cores per stage; on a machine of four cores or fewer one half-CPU actor each, since two
+    1-CPU actors on 2 cores starve the read tasks and Ray Data stalls. Ray then runs torch
+    with as many threads as the actor has CPUs.
     """
-    import ray
-
-    return {"compute": ray.data.ActorPoolStrategy(size=1), "num_cpus": 0.5, "batch_format": "pyarrow"}
+    if gpus:
+        derived = {"num_gpus": 1 / sharing, "num_cpus": 1.0, "max_actors": max(1, int(gpus))}
+    elif cpus <= 4:
+        derived = {"num_gpus": 0.0, "num_cpus": 0.5, "max_actors": 1}
+    else:
+        derived = {"num_gpus": 0.0, "num_cpus": 1.0, "max_actors": max(1, int(cpus) // (4 * sharing))}
+    chosen = {**derived, **asked.model_dump(exclude_none=True)}
+    low = chosen.get("min_actors", 1)
+    return {"min_size": low, "max_size": max(low, chosen["max_actors"]),
+            "num_cpus": chosen["num_cpus"], "num_gpus": chosen["num_gpus"]}
 
 
 class ShardWriter:
-    """Ray stage: a batch of one shard name -> that shard written (skipped if already complete)."""
+    """Ray stage: a batch of one shard name -> that shard written from its own rows (skipped if complete)."""
 
-    def __init__(self, shards_dir: Path, captioned: str, assign: str, fetch_root: Path):
-        self.shards_dir, self.captioned, self.assign, self.fetch_root = shards_dir, captioned, assign, fetch_root
+    def __init__(self, shards_dir: Path, shard_rows: Path, fetch_root: Path):
+        self.shards_dir, self.shard_rows, self.fetch_root = shards_dir, shard_rows, fetch_root
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         name = batch["shard"][0].as_py()
-        rows = duckdb.sql("SELECT c.* FROM read_parquet(?) c JOIN read_parquet(?) a USING (key) WHERE a.shard = ?",
-                          params=[self.captioned, self.assign, name]).to_arrow_table().to_pylist()
-        images: dict[str, bytes] = {}
-        for source in {r["source"] for r in rows}:
-            keys = [r["key"] for r in rows if r["source"] == source]
-            images.update(fetch.read_images(self.fetch_root / source, keys))
-        shards.write_shard(self.shards_dir, name, rows, images)
+        rows = records.conform(pq.read_table(self.shard_rows / f"shard={name}")).to_pylist()
+        shards.write_shard(self.shards_dir, name, rows, fetch.read_located(self.fetch_root, rows))
         return pa.table({"shard": [name], "samples": [len(rows)]})

@@ -6,6 +6,7 @@ import hashlib
 import io
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -200,14 +201,16 @@ def test_apply_fetch_sets_fates_and_leaves_decided_records():
         dict(key=gone["key"], status=records.FAILED, reason="download_http_404", detail="HTTP Error 404: Not Found"),
         dict(key=refused["key"], status=records.FAILED, reason="download_http_500"),  # never applied
     ], schema=fetch.RESULT_SCHEMA)
-    out = fetch.ApplyFetch(fetched)(records.to_table([ok, gone, unfetched, refused]))
+    out = fetch.ApplyFetch()(fetch.attach_results(records.to_table([ok, gone, unfetched, refused]), fetched))
     rows = {r["source_id"]: r for r in out.to_pylist()}
     assert (rows["1"]["status"], rows["1"]["sha256"], rows["1"]["original_width"]) == (
         records.PENDING, "ab" * 32, 640)
     assert (rows["2"]["status"], rows["2"]["reason"]) == (records.FAILED, "download_http_404")
     assert (rows["3"]["status"], rows["3"]["reason"]) == (records.FAILED, "not_fetched")
     assert (rows["4"]["status"], rows["4"]["reason"]) == (records.REJECTED, "license_not_allowed")
-    assert out.schema.equals(records.SCHEMA)
+    # The record's columns, and the rights metadata fetch found in the original (curate.rights).
+    assert out.schema.equals(records.SCHEMA.append(pa.field(fetch.RIGHTS, pa.string())))
+    assert rows["1"][fetch.RIGHTS] is None
 
 
 
@@ -230,3 +233,19 @@ def test_download_inside_a_ray_driver(ray_driver, site, tmp_path, distributor):
     fetch.download(candidates, tmp_path, SETTINGS.model_copy(update={"distributor": distributor}))
     got = {r["key"]: r["reason"] for r in fetch.results(tmp_path).to_pylist()}
     assert got == {k: CASES[k][1] for k in keys}
+
+
+def test_an_image_is_read_from_its_location_and_a_changed_folder_is_caught(tmp_path):
+    folder = tmp_path / "met" / fetch.IMAGES
+    folder.mkdir(parents=True)
+    keys = [f"met-{i}" for i in range(5)]
+    table = pa.table({fetch.KEY_COLUMN: keys, fetch.ENCODE_COLUMN: [k.encode() for k in keys]})
+    pq.write_table(table, folder / "00000.parquet", row_group_size=2)  # img2dataset writes groups of 100
+    where = "met/images/00000.parquet"
+    rows = [{"key": "met-4", "image_file": where, "image_row": 4},
+            {"key": "met-1", "image_file": where, "image_row": 1}]
+    assert fetch.read_located(tmp_path, rows) == {"met-4": b"met-4", "met-1": b"met-1"}
+    with pytest.raises(KeyError, match="row 3 holds met-3, not met-1"):
+        fetch.read_located(tmp_path, [{"key": "met-1", "image_file": where, "image_row": 3}])
+    with pytest.raises(KeyError, match="no stored image"):
+        fetch.read_located(tmp_path, [{"key": "met-2", "image_file": None, "image_row": None}])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CONFIG_DIR = Path(__file__).with_name("model_configs")
 RANDOM_INIT_SEED = 0
@@ -22,11 +22,12 @@ RANDOM_INIT_SEED = 0
 class ClipSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str  # an open_clip model name, e.g. ViT-L-14, coca_ViT-B-32, cleanroom-tiny-clip
-    pretrained: str | None = None  # an open_clip pretrained tag, e.g. openai, laion2b_s32b_b82k
-    checkpoint: str | None = None  # a local weights file instead of a tag
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    model: str = Field(description="An open_clip model name, e.g. ViT-L-14, coca_ViT-B-32, cleanroom-tiny-clip.")
+    pretrained: str | None = Field(None, description="An open_clip pretrained tag, e.g. openai, laion2b_s32b_b82k.")
+    checkpoint: str | None = Field(None, description="A local weights file instead of a tag; neither: random init.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when there is a GPU.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description=(
+        "auto: bf16 autocast on a GPU that has it (fp16 on one that does not), fp32 on the CPU."))
 
     @model_validator(mode="after")
     def _one_source_of_weights(self) -> "ClipSpec":
@@ -64,6 +65,16 @@ def pick_device(requested: str) -> str:
     return requested
 
 
+def pick_precision(requested: str, device: str) -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    if device == "cpu":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
 def load(spec: ClipSpec, initialise: Callable[[Any], None] | None = None) -> LoadedClip:
     """Build the model with its transform and tokenizer, frozen, in eval mode, on its device.
 
@@ -88,7 +99,8 @@ def load(spec: ClipSpec, initialise: Callable[[Any], None] | None = None) -> Loa
         if initialise is not None and not (spec.pretrained or spec.checkpoint):
             initialise(model)
     model.eval().requires_grad_(False)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec.precision]
+    precision = pick_precision(spec.precision, device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return LoadedClip(model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(spec.model),
                       device=device, dtype=dtype, embed_dim=_embed_dim(model))
 

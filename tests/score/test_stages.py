@@ -7,7 +7,7 @@ import pytest
 
 from curate import dedup, fetch, records
 from curate.score import aesthetic, embed, images, nsfw, store, watermark
-from curate.score.filter import EmbeddingHeads, ScoreFilter, ScoringConfig
+from curate.score.filter import EmbeddingHeads, ScoreThresholds, ScoringConfig
 
 from .conftest import jpeg
 
@@ -23,8 +23,8 @@ def fetch_folder(root, source, images_by_key):
 
 
 def test_attach_embed_score_store_filter_on_three_records(tmp_path, clip768):
-    rows = [records.candidate("met", str(i), license="CC0-1.0", original_width=96, original_height=80)
-            for i in range(3)]
+    rows = [records.candidate("met", str(i), license="CC0-1.0", original_width=96, original_height=80,
+                              image_file="met/images/00000.parquet", image_row=i) for i in range(3)]
     rows.append(records.finish(records.candidate("met", "no-image"), records.FAILED, "download_timeout"))
     keys = [r["key"] for r in rows]
     fetch_folder(tmp_path / "fetch", "met", {k: jpeg(i) for i, k in enumerate(keys[:3])})
@@ -46,7 +46,7 @@ def test_attach_embed_score_store_filter_on_three_records(tmp_path, clip768):
     batch = images.drop_images(dedup.add_phash(batch))
     batch = EmbeddingHeads(scoring)(batch)
     batch = store.EmbeddingWriter(tmp_path / "embeddings")(batch)
-    out = ScoreFilter(scoring)(batch).to_pylist()
+    out = ScoreThresholds(scoring)(batch).to_pylist()
 
     assert [r["status"] for r in out] == ["pending"] * 3 + ["failed"]
     for column in (aesthetic.SCORE, watermark.SCORE, nsfw.SCORE, dedup.PHASH, store.FILE, store.ROW):
@@ -61,5 +61,8 @@ def test_attach_embed_score_store_filter_on_three_records(tmp_path, clip768):
 def test_attach_images_fails_for_a_pending_record_the_fetcher_has_no_image_for(tmp_path):
     rows = [records.candidate("met", "x")]
     fetch_folder(tmp_path, "met", {records.make_key("met", "other"): jpeg(0)})
-    with pytest.raises(KeyError, match="no image for keys"):
+    with pytest.raises(KeyError, match="no stored image"):
         images.AttachImages(tmp_path)(records.to_table(rows))
+    located = [{**rows[0], "image_file": "met/images/00000.parquet", "image_row": 0}]
+    with pytest.raises(KeyError, match="not met-"):  # the row there holds another record's image
+        images.AttachImages(tmp_path)(records.to_table(located))

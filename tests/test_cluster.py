@@ -1,0 +1,79 @@
+"""The demo pipeline on a Ray cluster made on this machine: two nodes, and a job submitted to a head.
+
+Both are slow (a demo run each) and run with ``make test-slow``. The cluster is local, so the
+nodes share this machine's filesystem, as they must share OUT on a real cluster (docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from curate.runfolder import RunFolder
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "pipelines" / "demo.yaml"
+RAY = Path(sys.executable).parent / "ray"
+
+
+def fates(out: Path) -> dict[str, tuple[str, str]]:
+    return {r["key"]: (r["status"], r["reason"]) for r in pq.read_table(RunFolder(out).records).to_pylist()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_demo_on_two_nodes_decides_every_record_as_a_local_run_does(tmp_path, demo_out):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from curate.run import run
+
+    node = {"num_cpus": 1, "object_store_memory": 300 * 2**20}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    cluster.add_node(**node)
+    cluster.wait_for_nodes()
+    try:
+        stats = run(DEMO, tmp_path / "out", address=cluster.address)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert RunFolder(tmp_path / "out").config().mode == "cluster"
+    assert fates(tmp_path / "out") == fates(demo_out)
+    assert stats["kept"] == RunFolder(demo_out).stats()["kept"]
+
+
+@pytest.mark.slow
+def test_a_run_submitted_as_a_ray_job_finishes(tmp_path):
+    if not RAY.exists():
+        pytest.fail(f"{RAY} is missing: install the cluster extra (pip install -c constraints.txt '.[cluster]')")
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray")}
+    port, dashboard = free_port(), free_port()
+    subprocess.run([str(RAY), "start", "--head", "--num-cpus", "2", "--port", str(port), "--node-ip-address",
+                    "127.0.0.1", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+                    "--temp-dir", str(tmp_path / "ray"), "--disable-usage-stats"], check=True, env=env, timeout=180)
+    out = tmp_path / "out"
+    try:
+        submitted = subprocess.run(
+            [str(RAY), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT),
+             "--", str(Path(sys.executable).parent / "cleanroom"), "curate", "run", "demo", "--out", str(out)],
+            capture_output=True, text=True, env=env, timeout=1200)
+    finally:
+        subprocess.run([str(RAY), "stop", "--force"], env=env, timeout=120)
+        shutil.rmtree(tmp_path / "ray", ignore_errors=True)
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    assert "succeeded" in submitted.stdout
+    folder = RunFolder(out)
+    assert folder.done and folder.config().mode == "cluster"
+    assert folder.stats()["kept"] > 0
