@@ -75,12 +75,42 @@ def test_phash_finds_a_resized_reencoded_copy_and_keeps_the_museums_cc0_one():
 
 
 def test_phash_distance_threshold_is_inclusive():
-    codes = np.zeros((3, 8), dtype=np.uint8)
-    codes[1, 0] = 0b0000_0111  # 3 bits from row 0
-    codes[2, 7] = 0b0000_1111  # 4 bits from row 0, 7 from row 1
+    codes = np.array([0, 0b0111 << 56, 0b1111], dtype=np.uint64)  # 3 and 4 bits from the first, 7 apart
     assert dedup.phash_pairs(codes, 3).tolist() == [[0, 1]]
     assert dedup.phash_pairs(codes, 4).tolist() == [[0, 1], [0, 2]]
     assert dedup.phash_pairs(codes, 7).tolist() == [[0, 1], [0, 2], [1, 2]]
+
+
+def all_pairs_within(codes: np.ndarray, max_distance: int) -> np.ndarray:
+    """The method pHash dedup used before its index: every code against every code (faiss, exact)."""
+    import faiss
+
+    index = faiss.IndexBinaryFlat(64)
+    as_bytes = codes.astype(">u8").view(np.uint8).reshape(len(codes), 8)
+    index.add(as_bytes)
+    lims, _, found = index.range_search(as_bytes, max_distance + 1)  # faiss keeps distances < radius
+    queries = np.repeat(np.arange(len(codes)), np.diff(lims.astype(np.int64)))
+    upper = found > queries
+    return np.stack([queries[upper], found[upper]], axis=1)
+
+
+@pytest.mark.parametrize("max_distance", [0, 1, 4, 6, 10, 16])
+def test_phash_index_finds_exactly_the_pairs_of_comparing_every_pair(max_distance):
+    rng = np.random.default_rng(max_distance)
+    codes = rng.integers(0, 2**64, size=4000, dtype=np.uint64)
+    # Plant copies at every distance from 0 to max_distance + 2, flipped bits spread over the code,
+    # and a cluster of codes one bit apart in the same few buckets.
+    for distance in range(max_distance + 3):
+        for _ in range(5):
+            i, j = rng.choice(len(codes), size=2, replace=False)
+            flipped = sum(1 << int(b) for b in rng.choice(64, size=distance, replace=False))
+            codes[j] = codes[i] ^ np.uint64(flipped)
+    codes[:40] = codes[0] ^ (np.uint64(1) << np.arange(40, dtype=np.uint64))
+    expected = all_pairs_within(codes, max_distance)
+    found = dedup.phash_pairs(codes, max_distance)
+    distances = np.bitwise_count(codes[expected[:, 0]] ^ codes[expected[:, 1]])
+    assert (distances == max_distance).any()  # the boundary is among the pairs compared
+    assert found.tolist() == expected.tolist()
 
 
 def semantic_case():
@@ -92,13 +122,30 @@ def semantic_case():
     rows = [rec("commons", "a", "public-domain"), rec("met", "a"), rec("local", "b", width=200, height=200),
             rec("commons", "c", width=900, height=900), rec("met", "d", width=300, height=300), rec("met", "e")]
     vectors = np.stack([a, near(a, 0.97, 3), b, c, d, e])
-    return records.to_table(rows).select(list(dedup.ORDER_COLUMNS)), vectors
+    return rows, vectors
 
 
-def test_clip_dedup_groups_connected_components_and_keeps_by_the_keep_policy():
-    table, vectors = semantic_case()
+def scored_run(folder, rows, vectors, phashes=None):
+    """A run as near dedup reads it: the scored records and their embedding store; returns the glob."""
+    table = records.to_table(rows)
+    if phashes is not None:
+        table = records.put_column(table, dedup.PHASH, pa.array(phashes))
+    (folder / "scored").mkdir(parents=True)
+    pq.write_table(table, folder / "scored" / "part.parquet")
+    store.write_part(RunFolder(folder).embeddings, [r["key"] for r in rows], vectors)
+    return str(folder / "scored" / "*.parquet")
+
+
+def clip_decisions(folder, rows, vectors, config):
+    glob = scored_run(folder, rows, vectors)
+    return dedup.near_decisions(glob, RunFolder(folder).embeddings, RANKS, PRIORITY,
+                                dedup.NearDedupConfig(clip=config), dedup.empty_decisions())
+
+
+def test_clip_dedup_groups_connected_components_and_keeps_by_the_keep_policy(tmp_path):
+    rows, vectors = semantic_case()
     assert float(vectors[2] @ vectors[4]) < 0.95  # b and d are linked only through c
-    found = dedup.semantic_decisions(table, vectors, RANKS, PRIORITY, dedup.ClipDedup(threshold=0.95))
+    found = clip_decisions(tmp_path, rows, vectors, dedup.ClipDedup(threshold=0.95))
     assert decisions_of(found) == {key("commons", "a"): (key("met", "a"), "near_duplicate_clip"),
                                    key("local", "b"): (key("commons", "c"), "near_duplicate_clip"),
                                    key("met", "d"): (key("commons", "c"), "near_duplicate_clip")}
@@ -106,17 +153,59 @@ def test_clip_dedup_groups_connected_components_and_keeps_by_the_keep_policy():
     assert details[key("commons", "a")].startswith("CLIP cosine 0.970 to ")
 
 
-def test_clustered_search_finds_the_same_pairs_as_comparing_every_pair():
+def test_a_copy_linked_only_through_another_reports_its_own_cosine_to_the_survivor(tmp_path):
+    rng = np.random.default_rng(4)
+    best = unit(rng.normal(size=16))
+    middle = near(best, 0.97, 1)
+    far = near(middle, 0.97, 2)
+    cosine = float(far @ best)
+    assert cosine < 0.95
+    rows = [rec("met", "best", width=900, height=900), rec("met", "middle"), rec("met", "far")]
+    found = clip_decisions(tmp_path, rows, np.stack([best, middle, far]), dedup.ClipDedup(threshold=0.95))
+    details = dict(zip(found["key"].to_pylist(), found["detail"].to_pylist()))
+    assert details[key("met", "far")].startswith(f"CLIP cosine {cosine:.3f} to {key('met', 'best')}")
+    assert details[key("met", "middle")].startswith(f"CLIP cosine {float(middle @ best):.3f} to ")
+
+
+def clustered_store(root, n=12_000, dim=32, parts=3):
+    """Vectors around 50 centres, 100 planted copies at cosine 0.97, stored in several parts."""
     rng = np.random.default_rng(0)
-    centres = unit(rng.normal(size=(50, 32)))
-    vectors = unit(centres[rng.integers(0, 50, 20_000)] + rng.normal(size=(20_000, 32)) * 0.12)
-    planted = rng.choice(20_000, size=(100, 2), replace=False)
+    centres = unit(rng.normal(size=(50, dim)))
+    vectors = unit(centres[rng.integers(0, 50, n)] + rng.normal(size=(n, dim)) * 0.12)
+    planted = rng.choice(n, size=(100, 2), replace=False)
     for i, j in planted:
         vectors[j] = near(vectors[i], 0.97, int(i))
-    flat = dedup.similar_pairs(vectors, dedup.ClipDedup(threshold=0.95, exact_below=10**9))
-    clustered = dedup.similar_pairs(vectors, dedup.ClipDedup(threshold=0.95, exact_below=0))
-    assert {tuple(sorted(p)) for p in planted} <= {tuple(p) for p in flat.tolist()}
-    assert clustered.tolist() == flat.tolist()
+    keys = [f"k{i:06d}" for i in range(n)]
+    for part in np.array_split(rng.permutation(n), parts):
+        store.write_part(root, [keys[i] for i in part], vectors[part])
+    reader = store.Reader(store.parts(root))
+    loaded = store.load(root)
+    row_of = {k: i for i, k in enumerate(loaded.keys)}
+    stored_planted = {tuple(sorted((row_of[keys[i]], row_of[keys[j]]))) for i, j in planted}
+    return reader, loaded.vectors.astype(np.float32), stored_planted
+
+
+def test_clustered_search_from_the_store_finds_the_same_pairs_as_comparing_every_pair(tmp_path):
+    reader, vectors, planted = clustered_store(tmp_path)
+    every = np.arange(len(reader))
+    flat, _ = dedup.similar_pairs(reader, every, dedup.ClipDedup(threshold=0.95, exact_below=10**9))
+    assert planted <= set(map(tuple, flat.tolist()))
+    products = np.einsum("ij,ij->i", vectors[flat[:, 0]], vectors[flat[:, 1]])
+    # A few thousand vectors in memory at once: the lists are read from the store in many groups.
+    for max_vectors in (10**6, 3_000):
+        clustered, cosines = dedup.similar_pairs(reader, every, dedup.ClipDedup(threshold=0.95, exact_below=0,
+                                                                                max_vectors=max_vectors))
+        assert clustered.tolist() == flat.tolist()
+        assert np.allclose(cosines, products, atol=1e-5)
+
+
+def test_clip_dedup_reads_only_the_candidates_among_the_stored_rows(tmp_path):
+    reader, vectors, planted = clustered_store(tmp_path, n=2_000)
+    some = np.arange(0, len(reader), 2)
+    pairs, _ = dedup.similar_pairs(reader, some, dedup.ClipDedup(threshold=0.95))
+    expected = {(int(np.flatnonzero(some == i)[0]), int(np.flatnonzero(some == j)[0]))
+                for i, j in planted if i % 2 == 0 and j % 2 == 0}
+    assert expected and set(map(tuple, pairs.tolist())) == expected
 
 
 def write_run(out, rows, vectors):
@@ -131,7 +220,7 @@ def test_a_new_run_dedups_against_an_earlier_runs_kept_records_without_redecidin
     rng = np.random.default_rng(1)
     old, fresh, pair = unit(rng.normal(size=(3, 16)))
     earlier = [records.finish(rec("commons", "old", "public-domain"), records.KEPT, ""),
-               records.finish(rec("commons", "dropped", "public-domain"), records.REJECTED, "min_side")]
+               records.finish(rec("commons", "dropped", "public-domain"), records.REJECTED, "watermark")]
     write_run(tmp_path / "run1", earlier, np.stack([old, near(old, 0.99, 5)]))
     # This run: a CC0 copy of the earlier kept record (a better license, yet the earlier one
     # is in shards already), the earlier record itself offered again, and a new pair.
@@ -159,14 +248,11 @@ def test_near_dedup_runs_phash_then_clip_over_what_exact_dedup_left(tmp_path):
             rec("commons", "c2")]
     hashes = ["0" * 16, "0" * 16, "0" * 15 + "1", "f" * 16, "0f" * 8]  # p2 1 bit from p1; c1, c2 far
     vectors = np.stack([base, base, near(base, 0.99, 1), other, near(other, 0.99, 2)])
-    table = records.put_column(records.to_table(rows), dedup.PHASH, pa.array(hashes))
-    pq.write_table(table, tmp_path / "scored.parquet")
-    store.write_part(RunFolder(tmp_path).embeddings, [r["key"] for r in rows], vectors)
+    glob = scored_run(tmp_path, rows, vectors, hashes)
     exact = pa.table({"key": [key("met", "exact-loser")], "duplicate_of": [key("met", "p1")],
                       "reason": ["exact_sha256"], "detail": ["same original bytes"]}, schema=dedup.DECISIONS)
     config = dedup.NearDedupConfig(phash=dedup.PHashDedup(max_distance=2), clip=dedup.ClipDedup())
-    found = dedup.near_decisions(str(tmp_path / "scored.parquet"), RunFolder(tmp_path).embeddings, RANKS, PRIORITY,
-                                 config, exact)
+    found = dedup.near_decisions(glob, RunFolder(tmp_path).embeddings, RANKS, PRIORITY, config, exact)
     assert decisions_of(found) == {key("commons", "p2"): (key("met", "p1"), "near_duplicate_phash"),
                                    key("local", "c1"): (key("commons", "c2"), "near_duplicate_clip")}
 

@@ -1,5 +1,6 @@
 """Embedding files: float16 .npy row-aligned with parquet keys, deterministic part names, references."""
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -62,3 +63,34 @@ def test_a_key_in_two_parts_and_an_empty_store_are_errors(tmp_path):
     store.write_part(tmp_path, ["b", "c"], unit(2, seed=1))
     with pytest.raises(ValueError, match="more than one part"):
         store.load(tmp_path)
+
+
+def test_reader_reads_any_rows_of_several_parts_in_the_order_asked_and_keys_locate_them(tmp_path):
+    vectors = unit(700, dim=4, seed=2)
+    keys = [f"k{i:04d}" for i in range(700)]
+    for part in (range(0, 300), range(300, 310), range(310, 700)):
+        store.write_part(tmp_path, [keys[i] for i in part], vectors[list(part)])
+    reader = store.Reader(store.parts(tmp_path))
+    assert len(reader) == 700 and reader.dim == 4
+    loaded = store.load(tmp_path)
+    # Rows from every part, repeated, out of order, far apart and adjacent: the reader's spans and gaps.
+    rows = np.array([699, 0, 305, 1, 2, 650, 299, 300, 0, 400, 10])
+    assert np.array_equal(reader.gather(rows), loaded.vectors[rows])
+    con = duckdb.connect()
+    store.register_keys(con, store.parts(tmp_path), "stored", first_row=1000)
+    located = dict(con.execute("SELECT key, row FROM stored").fetchall())
+    assert len(located) == 700
+    assert all(loaded.keys[located[k] - 1000] == k for k in keys)
+    with pytest.raises(IndexError, match="outside 0..699"):
+        reader.gather(np.array([700]))
+
+
+def test_a_part_that_does_not_match_its_keys_is_named(tmp_path):
+    name = store.write_part(tmp_path, ["a", "b", "c"], unit(3))
+    np.save(tmp_path / name, unit(2).astype(np.float16))
+    with pytest.raises(ValueError, match=r"\(2, 8\) is not float16 rows for the 3 keys"):
+        store.parts(tmp_path)
+    store.write_part(tmp_path / "other", ["a"], unit(1, dim=8))
+    store.write_part(tmp_path / "other", ["b"], unit(1, dim=4))
+    with pytest.raises(ValueError, match="4-d embeddings in a store of 8-d ones|8-d embeddings in a store of 4-d"):
+        store.parts(tmp_path / "other")
