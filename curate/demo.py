@@ -6,8 +6,12 @@ policy rejects (CC BY-SA, "no restrictions", an unrecognised string), a server t
 answers ``X-Robots-Tag: noai``, records without an image, a malformed line, a missing
 file (404), HTML saved as .jpg, a truncated JPEG, a too-small and a too-elongated image,
 the same bytes offered by two sources, a half-size copy (a perceptual duplicate) and a 90%
-crop (a CLIP-embedding duplicate), and
-a title and creator full of template syntax (``{title:>99999}``, ``[x]``) that must stay text.
+crop (a CLIP-embedding duplicate), a title and creator full of template syntax
+(``{title:>99999}``, ``[x]``) that must stay text, and an image for each rights check: one
+robots.txt disallows, one the host's tdmrep.json reserves, one served with
+``tdm-reservation: 1``, and files whose own metadata prohibits data mining, says a model
+made them (IPTC digital source type, C2PA, an AUTOMATIC1111 PNG) or claims a copyright the
+record's CC0 denies, beside a camera's file whose harmless metadata keeps it.
 
 The scoring heads of the demo (aesthetic, watermark, NSFW) are random-initialised files
 in the real formats, written into ``OUT/demo-models``: their scores mean nothing.
@@ -34,6 +38,7 @@ from PIL import Image
 from curate.config import Demo
 from curate.io import atomic_path, write_bytes_atomic, write_text_atomic
 from curate.localserve import serve
+from curate.rights import marked
 
 CORPUS = "demo-corpus"
 PORT_FILE = "port"
@@ -153,10 +158,53 @@ def _commons(files: _Files, per_source: int) -> list[str]:
         _commons_page(206, files.url("commons-truncated.jpg"), "CC0", "cc0", "Broken"),
         _commons_page(207, f"{files.base_url}noai/files/{optout}", "CC0", "cc0", "Opted Out"),
     ]
+    pages += _commons_rights(files)
     write_text_atomic("<html><body>Not an image</body></html>", files.folder / "commons-html.jpg")
     write_bytes_atomic(picture(image_seed(files.seed, "commons-truncated.jpg"), 320, 256)[:2000],
                        files.folder / "commons-truncated.jpg")
     return [json.dumps(p) for p in pages]
+
+
+# The demo host's opt-outs: robots.txt keeps one file from our token (and GPTBot), tdmrep.json reserves another.
+_ROBOTS = """User-agent: GPTBot
+User-agent: cleanroom
+Disallow: /files/commons-robots.jpg
+
+User-agent: *
+Allow: /
+"""
+_PHOTOGRAPHER_RIGHTS = "(c) 2021 A. Photographer. All rights reserved."
+
+
+def _commons_rights(files: _Files) -> list[dict[str, Any]]:
+    """CC0 pages whose images a rights check refuses, and a camera's file it keeps."""
+    corpus, base = files.folder.parent, files.base_url
+    write_text_atomic(_ROBOTS, corpus / "robots.txt")
+    write_text_atomic(json.dumps([
+        {"location": "/files/commons-reserved*", "tdm-reservation": 1, "tdm-policy": f"{base}tdm-policy.json"},
+        {"location": "/*", "tdm-reservation": 0}]), corpus / ".well-known" / "tdmrep.json")
+    write_text_atomic(json.dumps({"permissions": [], "prohibitions": [{"action": "tdm:mine"}]}),
+                      corpus / "tdm-policy.json")
+    marks = {
+        "commons-nomining.jpg": dict(xmp=marked.xmp_packet(data_mining=marked.DMI_PROHIBITED_AI)),
+        "commons-synthetic.jpg": dict(xmp=marked.xmp_packet(digital_source_type=marked.AI_SOURCE_TYPE)),
+        "commons-c2pa.jpg": dict(c2pa_actions=[{"action": "c2pa.created", "digitalSourceType": marked.AI_SOURCE_TYPE}]),
+        "commons-copyright.jpg": dict(xmp=marked.xmp_packet(rights=_PHOTOGRAPHER_RIGHTS),
+                                      copyright_notice=_PHOTOGRAPHER_RIGHTS),
+        "commons-camera.jpg": dict(xmp=marked.xmp_packet(
+            digital_source_type="http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture",
+            rights="Demo Photographer")),
+    }
+    for name, metadata in marks.items():
+        plain = picture(image_seed(files.seed, name), 320, 256)
+        write_bytes_atomic(marked.jpeg(plain, **metadata), files.folder / name)
+    with Image.open(io.BytesIO(picture(image_seed(files.seed, "commons-generated.png"), 320, 256))) as generated:
+        write_bytes_atomic(marked.png(generated, text={"parameters": "a garden\nSteps: 20, Sampler: Euler a, Seed: 1"}),
+                           files.folder / "commons-generated.png")
+    urls = [files.add("commons-robots.jpg"), files.add("commons-reserved.jpg"),
+            f"{base}tdm/{files.add('commons-tdm-header.jpg').removeprefix(base)}",
+            *(files.url(name) for name in [*marks, "commons-generated.png"])]
+    return [_commons_page(208 + i, url, "CC0", "cc0", "Demo Photographer") for i, url in enumerate(urls)]
 
 
 def _local(local: Path, seed: int, per_source: int) -> list[str]:

@@ -5,10 +5,12 @@ Serves the files of a directory on 127.0.0.1, plus routes that misbehave on requ
 - ``/status/<code>``: answers that HTTP status;
 - ``/redirect/<path>``: answers 302 to ``/<path>``;
 - ``/slow/<seconds>/<path>``: sleeps (at most ``MAX_SLEEP_S``), then serves ``<path>``;
-- ``/noai/<path>``: serves ``<path>`` with ``X-Robots-Tag: noai`` (a site opting out).
+- ``/noai/<path>``: serves ``<path>`` with ``X-Robots-Tag: noai`` (a site opting out);
+- ``/tdm/<path>``: serves ``<path>`` with ``tdm-reservation: 1`` and a ``tdm-policy`` pointing at
+  ``/tdm-policy.json`` (a rights holder reserving text and data mining, W3C TDMRep).
 
-Broken files (HTML saved as .jpg, truncated images) are just files the caller writes
-into the directory.
+Broken files (HTML saved as .jpg, truncated images), ``robots.txt`` and
+``.well-known/tdmrep.json`` are just files the caller writes into the directory.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ class _Handler(SimpleHTTPRequestHandler):
             self.end_headers()
         elif route == "noai":
             self._extra_headers = {"X-Robots-Tag": "noai"}
+            self.path = "/" + rest
+            super().do_GET()
+        elif route == "tdm":
+            host, port = self.server.server_address[:2]
+            self._extra_headers = {"tdm-reservation": "1", "tdm-policy": f"http://{host}:{port}/tdm-policy.json"}
             self.path = "/" + rest
             super().do_GET()
         elif route == "slow":

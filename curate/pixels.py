@@ -6,8 +6,10 @@ image we store: decoded with Pillow, EXIF orientation applied, samples above 8 b
 img2dataset made the same choice), the ICC profile converted to sRGB (CMYK and grey
 included; without a profile the pixels are taken as sRGB, as browsers do), resized, and
 re-encoded as an 8-bit sRGB JPEG from the pixels alone, so no EXIF (GPS included), XMP,
-comment or profile reaches a shard. The later image stages read that stored JPEG back
-with ``rgb``.
+comment or profile reaches a shard. What the original says of its rights and origin
+(XMP, IPTC, generators' PNG text, C2PA) is read first, from the loaded original
+(``curate.rights.embedded``), and leaves with the stored image as data, never as metadata.
+The later image stages read that stored JPEG back with ``rgb``.
 
 Refusals are ``PixelError``s with a reason code: ``too_many_pixels`` (a decompression bomb,
 or just more pixels than ``Target.max_pixels``: refused from the header, before any pixel
@@ -19,12 +21,15 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
+
+from curate.rights import embedded
 
 DECODE_ERROR = "decode_error"
 TOO_MANY_PIXELS = "too_many_pixels"
@@ -67,12 +72,18 @@ class Target:
     max_pixels: int = PILLOW_MAX_PIXELS
 
 
-def normalise(data: bytes, target: Target) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
-    """Original bytes -> (stored JPEG, original size as displayed, stored size); raises PixelError."""
+def normalise(data: bytes, target: Target, inspect: Callable[[Image.Image], None] | None = None
+              ) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
+    """Original bytes -> (stored JPEG, original size as displayed, stored size); raises PixelError.
+
+    ``inspect`` sees the original image once it is loaded (its metadata complete), before anything
+    is converted."""
     image = _open(data, target.max_pixels)
     header = image.size
     _draft(image, target)
     image = _decoded(lambda: _loaded(image))
+    if inspect is not None:
+        inspect(image)
     orientation = _orientation(image)
     original = _turned(header, orientation)
     image = _decoded(lambda: srgb(_upright(image, orientation)))
@@ -237,7 +248,10 @@ class Normaliser:
     """img2dataset's resizer interface: ``(stream) -> (jpeg, width, height, original_width, original_height, error)``.
 
     Errors are ``"<reason>: <message>"`` (``fetch.fate`` reads the reason back); nothing is
-    raised, as img2dataset would otherwise drop the sample without a row.
+    raised, as img2dataset would otherwise drop the sample without a row. The jpeg is an
+    ``embedded.Stored`` carrying, as JSON, the rights metadata the original embeds and the
+    TDMRep headers it was served with (``curate.rights.download`` puts them on the stream),
+    since only here are the original bytes still at hand.
     """
 
     def __init__(self, target: Target):
@@ -245,10 +259,18 @@ class Normaliser:
 
     def __call__(self, img_stream, blurring_bbox_list=None):
         img_stream.seek(0)
+        data = img_stream.read()
+        found = {}
         try:
-            jpeg, original, stored = normalise(img_stream.read(), self.target)
+            jpeg, original, stored = normalise(data, self.target,
+                                               lambda image: found.update(embedded.scan(image, data)))
         except PixelError as e:
             return None, None, None, None, None, f"{e.reason}: {e}"
         except Exception as e:  # noqa: BLE001  a bug here must still leave the sample a row
             return None, None, None, None, None, f"{DECODE_ERROR}: {type(e).__name__}: {e}"
-        return jpeg, *stored, *original, None
+        headers = getattr(img_stream, "headers", None)
+        if headers:
+            found["headers"] = dict(headers)
+        result = embedded.Stored(jpeg)
+        result.rights = json.dumps(found, ensure_ascii=False, sort_keys=True) if found else None
+        return result, *stored, *original, None

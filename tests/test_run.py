@@ -50,6 +50,31 @@ def test_each_problem_in_the_corpus_gets_its_reason(demo_out):
         assert fate in fates
 
 
+def test_each_rights_case_in_the_corpus_gets_its_reason_evidence_and_stage(demo_out):
+    rows = {int(r["source_id"]): r for r in manifest(demo_out) if r["source"] == "commons"}
+    expected = {  # Commons page -> (status, reason, stage, evidence in the detail); see curate/demo.py
+        208: ("rejected", "robots_disallowed", "robots_txt", "robots.txt disallows"),
+        209: ("rejected", "tdm_reserved", "tdm_reservation", "tdmrep.json"),
+        210: ("rejected", "tdm_reserved", "tdm_reservation", "tdm-reservation: 1 (tdm-policy http://127.0.0.1:"),
+        211: ("rejected", "data_mining_prohibited", "embedded_rights", "DMI-PROHIBITED-AIMLTRAINING"),
+        212: ("rejected", "ai_generated", "embedded_rights", "trainedAlgorithmicMedia"),
+        213: ("rejected", "ai_generated", "embedded_rights", "C2PA manifest (signature not verified): c2pa.created"),
+        214: ("rejected", "license_conflict", "embedded_rights", "embedded IPTC copyright notice"),
+        215: ("kept", "", "shards", ""),  # a camera's capture: its metadata harms nothing
+        216: ("rejected", "ai_generated", "embedded_rights", "AUTOMATIC1111"),
+    }
+    found = {i: (rows[i]["status"], rows[i]["reason"], rows[i]["stage"]) for i in expected}
+    assert found == {i: fate[:3] for i, fate in expected.items()}
+    for i, (*_, evidence) in expected.items():
+        assert evidence in (rows[i]["detail"] or ""), (i, rows[i]["detail"])
+    stats = json.loads((demo_out / "stats.json").read_text())["by_stage"]
+    assert stats["robots_txt"]["fates"] == {"rejected:robots_disallowed": 1}
+    assert stats["tdm_reservation"]["fates"] == {"rejected:tdm_reserved": 2}
+    # The license conflict the image's own copyright notice makes counts where it was found.
+    assert stats["embedded_rights"]["fates"] == {"rejected:ai_generated": 3, "rejected:data_mining_prohibited": 1,
+                                                 "rejected:license_conflict": 1}
+
+
 def test_museum_cc0_copy_survives_the_commons_public_domain_copy(demo_out):
     rows = {r["key"]: r for r in manifest(demo_out)}
     commons_copy = next(r for r in rows.values() if r["source"] == "commons" and r["source_id"] == "204")
@@ -149,11 +174,11 @@ def test_interrupted_run_resumes_without_losing_or_duplicating(tmp_path, demo_ou
         patch.setattr(curate_run.Run, "assign", dies_midway)
         with pytest.raises(KeyboardInterrupt):
             run(DEMO, out)
-    assert not (out / DONE).exists() and (out / "work" / "captioned").exists()
-    assert (out / "work" / "assign.partial" / "part.parquet").exists()
+    assert not (out / DONE).exists() and (out / "work" / "caption").exists()
+    assert (out / "work" / "shards.partial" / "part.parquet").exists()
 
     run(DEMO, out)
-    assert not (out / "work" / "assign.partial").exists()
+    assert not (out / "work" / "shards.partial").exists()
     resumed = manifest(out)
     assert len({r["key"] for r in resumed}) == len(resumed) == input_records(out)
     # The corpus is generated from the same seed, so an uninterrupted run is the reference.
