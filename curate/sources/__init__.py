@@ -37,6 +37,8 @@ ADAPTERS = {
     "flickr": "curate.sources.flickr",
     "local": "curate.sources.local",
     "optin": "curate.sources.optin",
+    "walters": "curate.sources.walters",
+    "getty": "curate.sources.getty",
 }
 
 Reader = Callable[[Path, str, Any], Iterator[dict]]
