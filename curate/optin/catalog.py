@@ -6,7 +6,11 @@
 ``OUT/run.yaml``) plus ``optin_run_revocations``, the revocations applied to the run.
 Contacts appear only as their keyed hash and sign-in token hashes not at all; a
 contributor's display name only while one of their consents includes credit and is not
-revoked.
+revoked. Once a contributor revoked, what showed their consent (the user agent and address
+hash of the page visit, a consent file's statement) stays in the store, for the operator,
+and is left out of every catalog: the consent's ``evidence`` is null, their audit entries
+lose their ``evidence`` field, and a revocation's evidence keeps only how it reached us
+(``channel``, and the operator's ``statement``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ _TABLES = {
         FROM contributors k ORDER BY k.contributor_id""",
     "optin_consents": """
         SELECT consent_id, contributor_id, text_version, text_sha256, scope_training, scope_model_release,
-               scope_credit, accepted_at, evidence, revoked_at
+               scope_credit, accepted_at, CASE WHEN revoked_at IS NULL THEN evidence END AS evidence, revoked_at
         FROM consents ORDER BY consent_id""",
     "optin_submissions": """
         SELECT submission_id, contributor_id, consent_id, sha256, media_type, width, height, caption, title,
@@ -74,13 +78,26 @@ def _typed(rows: list[dict], schema: pa.Schema) -> pa.Table:
                                 schema=schema)
 
 
+_REVOCATION_EVIDENCE = ("channel", "statement")
+
+
 def catalog_tables(store: Store) -> dict[str, pa.Table]:
-    tables = {name: _typed(store.rows(sql), _SCHEMAS[name]) for name, sql in _TABLES.items()}
+    rows = {name: store.rows(sql) for name, sql in _TABLES.items()}
+    for row in rows["optin_revocations"]:
+        evidence = json.loads(row["evidence"])
+        row["evidence"] = json.dumps({k: evidence[k] for k in _REVOCATION_EVIDENCE if k in evidence}, sort_keys=True)
+    tables = {name: _typed(rows[name], _SCHEMAS[name]) for name in _TABLES}
+    revoked = {r.contributor_id for r in store.revocations()}
+    entries = [_without_evidence(e) if e.get("contributor_id") in revoked else e for e in store.audit_entries()]
     tables["optin_audit"] = pa.Table.from_pylist(
         [{"time": e["time"], "event": e["event"], "contributor_id": e.get("contributor_id"),
-          "entry": json.dumps(e, sort_keys=True, ensure_ascii=False)} for e in store.audit_entries()],
+          "entry": json.dumps(e, sort_keys=True, ensure_ascii=False)} for e in entries],
         schema=_AUDIT)
     return tables
+
+
+def _without_evidence(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k != "evidence"}
 
 
 def run_tables(out: Path) -> dict[str, pa.Table]:

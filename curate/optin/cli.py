@@ -7,8 +7,9 @@
     cleanroom optin serve --store OPTIN [--pipeline P] [--host H] [--port N] [--run OUT ...] [--insecure-cookies]
 
 ``--store`` may be left out when ``--pipeline`` names a pipeline whose opt-in source has
-one store folder. Options (limits, ``allow_hosts``) come from that pipeline's opt-in
-source, else from ``manifests/optin.yaml``.
+one store folder. Options (limits, ``allow_hosts``, the intake's rate limits and
+timeouts) come from that pipeline's opt-in source, else from ``manifests/optin.yaml``.
+``serve`` is meant to run behind a reverse proxy that terminates TLS (SECURITY.md).
 """
 
 from __future__ import annotations
@@ -127,9 +128,10 @@ def _revoke(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from curate.optin import server
     from curate.optin.web import create_app
 
     store, options = _store_and_options(args)
     app = create_app(store, options, runs=[Path(r) for r in args.run], secure_cookies=not args.insecure_cookies)
-    uvicorn.run(app, host=args.host, port=args.port, proxy_headers=False)
+    uvicorn.Server(server.config(app, options.intake, host=args.host, port=args.port)).run()
     return 0

@@ -25,7 +25,11 @@ any run is touched), then, for each run folder, ``revoke_in_run``:
    entry to the store's audit log.
 
 Every step can be repeated: a run interrupted anywhere is finished by running the same
-revocation again, and a run already clean is left as it is. Between writing a part's
+revocation again, and a run already clean is left as it is. The intake server runs
+``apply_recorded`` (every recorded revocation) on each revocation on its page and
+``finish_interrupted`` when it starts, so a pass cut short by a crash or an error is finished
+by the next one, and a failure is logged and written to the store's audit log
+(``revoke_run_failed``), never answered as a server error after the store revocation stood. Between writing a part's
 replacement and deleting the old part, both hold the remaining keys, and readers of the
 store refuse it; running the revocation again finishes it.
 """
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import tarfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,6 +58,8 @@ from curate.optin.layout import REVOKED
 from curate.optin.store import Revocation, Store, new_id, now
 from curate.runfolder import DONE, RunFolder
 from curate.score import store as embeddings
+
+log = logging.getLogger("cleanroom.optin.revoke")
 
 _LOCK = ".revoke.lock"
 _JOURNAL = ".revoke-journal.json"
@@ -126,6 +133,25 @@ def apply(store: Store, runs: Iterable[Path], revocations: list[Revocation] | No
             store.audit("revoke_run", **result.as_dict())
         results.append(result)
     return results
+
+
+def apply_recorded(store: Store, runs: Iterable[Path]) -> bool:
+    """Apply every revocation the store holds to each run, one run failing leaving the others to go on
+    (the failure logged, also in the audit log); True when every run is clean now."""
+    clean = True
+    for out in runs:
+        try:
+            apply(store, [out])
+        except Exception as e:  # noqa: BLE001 (whatever broke, the next pass resumes from the journal)
+            log.exception("applying revocations to %s failed; the next pass finishes it", out)
+            store.audit("revoke_run_failed", run=str(out), error=f"{type(e).__name__}: {e}")
+            clean = False
+    return clean
+
+
+def finish_interrupted(store: Store, runs: Iterable[Path]) -> bool:
+    """Finish the revocation passes that were cut short in ``runs`` (those that left a journal)."""
+    return apply_recorded(store, [out for out in runs if (Path(out) / _JOURNAL).exists()])
 
 
 @contextmanager

@@ -13,22 +13,33 @@ In order, each refusal an ``UploadRefused`` with a code:
 
 The clean copy: GPS data is removed first, then the EXIF orientation is applied to the
 pixels, then the image is re-encoded from pixels alone in its sniffed format, so no EXIF,
-XMP, comment or text chunk survives. Only the ICC colour profile is kept: it changes how
-the pixels look and says nothing about the contributor.
+XMP, comment, text chunk or ICC profile survives. An image with a profile is converted to
+sRGB first (``curate.pixels.srgb``, transparency over white, as the pipeline stores it): a
+profile is free-form bytes that can hold a name and an address, and a junk one is dropped.
+EXIF that Pillow cannot parse is a ``decode_error`` too, never a server error.
+
+Decoding costs memory in proportion to pixels, not bytes (a 164 KiB PNG can hold 40
+megapixels), so decodes share a ``PixelBudget``: an upload waits for room, and is refused
+as ``busy`` when none comes in time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import struct
+import threading
+import time
 import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, ContextManager, Iterator, TypeVar
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from curate.optin.errors import UploadRefused
+from curate.optin.errors import Busy, UploadRefused
 from curate.optin.options import Limits
+from curate.pixels import srgb
 
 # Sniffed format -> (media type, file extension of the stored copy).
 FORMATS = {"JPEG": ("image/jpeg", "jpg"), "PNG": ("image/png", "png"), "WEBP": ("image/webp", "webp")}
@@ -53,6 +64,35 @@ class CleanImage:
         return f"{self.sha256}.{FORMATS[self.format][1]}"
 
 
+class PixelBudget:
+    """Decoded pixels allowed at once, shared by the threads that clean images."""
+
+    def __init__(self, pixels: int, wait_s: float):
+        self.pixels, self.wait_s = pixels, wait_s
+        self._free = pixels
+        self._room = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Hold ``pixels`` of the budget (at most all of it) while the block runs; Busy when no room
+        comes within ``wait_s``."""
+        need = min(pixels, self.pixels)
+        deadline = time.monotonic() + self.wait_s
+        with self._room:
+            while self._free < need:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Busy("the server is decoding too many images right now; try again in a minute")
+                self._room.wait(left)
+            self._free -= need
+        try:
+            yield
+        finally:
+            with self._room:
+                self._free += need
+                self._room.notify_all()
+
+
 def sniff(data: bytes) -> str | None:
     """The image format the bytes start with, or None."""
     if data.startswith(b"\xff\xd8\xff"):
@@ -73,23 +113,26 @@ def _describe(data: bytes) -> str:
     return f"it starts with {data[:8].hex() or 'nothing'}"
 
 
-def clean(data: bytes, limits: Limits) -> CleanImage:
-    """Check untrusted bytes and return the clean copy to store; raises UploadRefused."""
+def clean(data: bytes, limits: Limits, budget: PixelBudget | None = None) -> CleanImage:
+    """Check untrusted bytes and return the clean copy to store; raises UploadRefused (or Busy)."""
     if len(data) > limits.max_bytes:
         raise UploadRefused("too_large", f"the image has {len(data)} bytes; the limit is {limits.max_bytes}")
     kind = sniff(data)
     if kind is None:
         raise UploadRefused("not_an_image", f"not a JPEG, PNG or WebP image: {_describe(data)}")
     image = _open(data, kind, limits)
-    _strip_gps(image)
-    oriented = ImageOps.exif_transpose(image)
-    encoded = _encode(oriented, kind, image.info.get("icc_profile"))
+    room: ContextManager[None] = budget.hold(image.width * image.height) if budget else nullcontext()
+    with room:
+        _pillow(kind, image.load)
+        _pillow(kind, lambda: _strip_gps(image))
+        oriented = _pillow(kind, lambda: ImageOps.exif_transpose(image))
+        encoded = _pillow(kind, lambda: _encode(oriented, kind, image.info.get("icc_profile")))
     return CleanImage(data=encoded, format=kind, width=oriented.width, height=oriented.height,
                       sha256=hashlib.sha256(encoded).hexdigest())
 
 
 def _open(data: bytes, kind: str, limits: Limits) -> Image.Image:
-    """Decoded image of the sniffed format, refusing bombs before decoding, and animations."""
+    """The image of the sniffed format, header read only, refusing bombs and animations."""
     image = _pillow(kind, lambda: Image.open(io.BytesIO(data), formats=[kind]))
     width, height = image.size
     if width * height > limits.max_pixels:
@@ -98,7 +141,6 @@ def _open(data: bytes, kind: str, limits: Limits) -> Image.Image:
     frames = _pillow(kind, lambda: getattr(image, "n_frames", 1))
     if frames > 1:
         raise UploadRefused("animated", f"the image has {frames} frames; send a still image")
-    _pillow(kind, image.load)
     return image
 
 
@@ -111,7 +153,8 @@ def _pillow(kind: str, step: Callable[[], T]) -> T:
             return step()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise UploadRefused("too_many_pixels", f"refused as a decompression bomb: {e}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+    # TypeError and struct.error: what Pillow's EXIF parser raises on a corrupt block (seen in WebP).
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, TypeError, struct.error) as e:
         raise UploadRefused("decode_error", f"the {kind} image cannot be decoded: {e}") from None
 
 
@@ -130,11 +173,14 @@ def _target_mode(image: Image.Image, kind: str) -> str:
 
 
 def _encode(image: Image.Image, kind: str, icc_profile: bytes | None) -> bytes:
-    pixels = image.convert(_target_mode(image, kind))
-    # convert() copies ``info`` (EXIF, XMP, comments, text chunks), and some encoders write
-    # what they find there: start from an empty one.
+    if icc_profile:
+        image.info["icc_profile"] = icc_profile  # exif_transpose may have left it behind
+        pixels = srgb(image)
+    else:
+        pixels = image.convert(_target_mode(image, kind))
+    # convert() copies ``info`` (EXIF, XMP, comments, text chunks, the profile), and some
+    # encoders write what they find there: start from an empty one.
     pixels.info = {}
-    extra = {"icc_profile": icc_profile} if icc_profile else {}
     buffer = io.BytesIO()
-    pixels.save(buffer, kind, **_SAVE_ARGS[kind], **extra)
+    pixels.save(buffer, kind, **_SAVE_ARGS[kind])
     return buffer.getvalue()

@@ -2,10 +2,16 @@
 
 Layout of a store folder::
 
-    registry.sqlite   tables contributors, consents, submissions, revocations
+    registry.sqlite   tables contributors, consents, submissions, revocations, sessions
     secret.key        32 random bytes (mode 0600): the key of the contact and IP hashes
     files/            the clean images, named <sha256>.<ext>: never by an uploaded file name
     audit.jsonl       one JSON object per event, appended and never rewritten
+    .files.lock       serialises storing and deleting image files (upload against revocation)
+
+Only the owner may read any of it (folders 0700, files 0600): the registry and the log hold
+contact and address hashes, the files images not yet published. A reused ``secret.key`` must
+be 32 bytes and readable by its owner only, or the store refuses to open: an empty key left
+by a crash would make every keyed hash a plain, guessable one.
 
 Why SQLite and not DuckDB: the intake server, ``cleanroom optin submit|revoke`` and a
 pipeline's adapter (in Ray workers) open the store at the same time, and DuckDB lets only
@@ -21,6 +27,14 @@ so a revocation request from an address finds that address's contributions.
 
 Web sign-in tokens are 256-bit random strings, shown once and stored as plain SHA-256:
 with that much entropy nothing can be guessed, so a slow password hash would buy nothing.
+A browser holds a session (another random string, also stored hashed), not the token:
+signing out deletes the session, so a copied cookie stops working, and the token still
+signs in again.
+
+A submission is inserted only while its consent stands, checked in the insert's own
+statement: an upload still being cleaned when its contributor revokes cannot land after
+the revocation. Storing a file and inserting its row, and a revocation's deleting files,
+hold ``.files.lock``, so whichever comes second removes what the first left.
 """
 
 from __future__ import annotations
@@ -33,10 +47,11 @@ import os
 import re
 import secrets
 import sqlite3
+import stat
 import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
@@ -50,6 +65,9 @@ REGISTRY = "registry.sqlite"
 SECRET = "secret.key"
 FILES = "files"
 AUDIT = "audit.jsonl"
+_FILES_LOCK = ".files.lock"
+SESSION_DAYS = 30  # a browser session older than this signs in again with the token
+SECRET_BYTES = 32
 ACTIVE, REVOKED = "active", "revoked"
 
 _SCHEMA = """
@@ -96,9 +114,16 @@ CREATE TABLE IF NOT EXISTS revocations (
     revoked_at TEXT NOT NULL,
     evidence TEXT NOT NULL  -- JSON: channel and how the request reached us
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    session_hash TEXT PRIMARY KEY,  -- SHA-256 of the browser's session cookie
+    contributor_id TEXT NOT NULL REFERENCES contributors,
+    created_at TEXT NOT NULL
+);
 """
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Bidi embeddings, overrides and isolates, and the marks: they can make a text read backwards.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -163,12 +188,19 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(8)}"
 
 
-def clean_text(value: str | None, field: str, max_chars: int, required: bool = False) -> str | None:
+def clean_text(value: str | None, field: str, max_chars: int, required: bool = False,
+               name: bool = False) -> str | None:
     """User text as stored: NFC, whitespace runs (line breaks too) as one space, no control
-    characters, bounded; None when empty. Captions end up in KEY.txt, names in credits: one line."""
+    characters or bidi controls, bounded; None when empty. Captions end up in KEY.txt, names in
+    credits: one line. A ``name`` takes no invisible (format) character at all, zero-width ones
+    included: two names that look the same must be the same name."""
     text = " ".join(unicodedata.normalize("NFC", value or "").split())
     if _CONTROL.search(text):
         raise OptinError(f"{field}: control characters are not accepted")
+    if _BIDI.search(text):
+        raise OptinError(f"{field}: text direction controls (U+202E and the like) are not accepted")
+    if name and any(unicodedata.category(c) == "Cf" for c in text):
+        raise OptinError(f"{field}: invisible characters (zero-width and format characters) are not accepted")
     if len(text) > max_chars:
         raise OptinError(f"{field}: at most {max_chars} characters (got {len(text)})")
     if required and not text:
@@ -197,14 +229,21 @@ class Store:
                              "`cleanroom optin submit --store DIR` or `serve --store DIR` creates one")
 
     def _create(self) -> None:
-        (self.root / FILES).mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, self.root / FILES):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(folder, 0o700)  # mkdir's mode is cut by the umask, and an old store may be open
         try:
             fd = os.open(self.root / SECRET, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             pass
         else:
             with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(32))
+                f.write(secrets.token_bytes(SECRET_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+        for name in (REGISTRY, AUDIT):  # SQLite gives its -wal and -shm files the database's mode
+            os.close(os.open(self.root / name, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.chmod(self.root / name, 0o600)
         with self._db() as con:
             con.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
             con.executescript(_SCHEMA)
@@ -228,7 +267,16 @@ class Store:
 
     @cached_property
     def _secret(self) -> bytes:
-        return (self.root / SECRET).read_bytes()
+        path = self.root / SECRET
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise OptinError(f"{path}: mode {mode:04o} lets others read the store key; chmod 600 {path}")
+        key = path.read_bytes()
+        if len(key) != SECRET_BYTES:
+            raise OptinError(f"{path}: {len(key)} bytes, not {SECRET_BYTES}: the store key is damaged (an "
+                             "interrupted creation?); restore it from a backup: a new key would orphan "
+                             "every contact hash")
+        return key
 
     def _key(self, purpose: str) -> bytes:
         """A key per purpose derived from the store secret, so one use cannot stand in for another."""
@@ -249,7 +297,7 @@ class Store:
     def register(self, display_name: str, contact: str, channel: str,
                  with_token: bool) -> tuple[Contributor, str | None]:
         """A new contributor; with a sign-in token (returned once, stored hashed) for the web."""
-        name = clean_text(display_name, "display name", 80, required=True)
+        name = clean_text(display_name, "display name", 80, required=True, name=True)
         token = secrets.token_urlsafe(32) if with_token else None
         contributor = Contributor(contributor_id=new_id("ctb"), display_name=name,
                                   contact_hash=self.contact_hash(contact),
@@ -271,6 +319,25 @@ class Store:
         with self._db() as con:
             row = con.execute("SELECT * FROM contributors WHERE token_hash = ?", [self.token_hash(token)]).fetchone()
         return Contributor(**row) if row else None
+
+    def start_session(self, contributor_id: str) -> str:
+        """A new browser session of the contributor: the cookie value, stored only hashed."""
+        session = secrets.token_urlsafe(32)
+        with self._db() as con:
+            con.execute("INSERT INTO sessions VALUES (?, ?, ?)", [self.token_hash(session), contributor_id, now()])
+        return session
+
+    def contributor_by_session(self, session: str) -> Contributor | None:
+        oldest = (datetime.now(timezone.utc) - timedelta(days=SESSION_DAYS)).isoformat(timespec="seconds")
+        with self._db() as con:
+            row = con.execute("SELECT k.* FROM sessions s JOIN contributors k USING (contributor_id) "
+                              "WHERE s.session_hash = ? AND s.created_at > ?",
+                              [self.token_hash(session), oldest]).fetchone()
+        return Contributor(**row) if row else None
+
+    def end_session(self, session: str) -> None:
+        with self._db() as con:
+            con.execute("DELETE FROM sessions WHERE session_hash = ?", [self.token_hash(session)])
 
     def contributors_by_contact(self, contact: str) -> list[Contributor]:
         with self._db() as con:
@@ -305,26 +372,52 @@ class Store:
 
     # ---------------------------------------------------------------- submissions
 
+    @contextmanager
+    def _files_locked(self) -> Iterator[None]:
+        fd = os.open(self.root / _FILES_LOCK, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def add_submission(self, contributor_id: str, consent_id: str, image: CleanImage, caption: str | None,
                        title: str | None, source_url: str | None) -> Submission:
+        """Store the image and its row, if the consent still stands at the moment of the insert."""
         submission = Submission(submission_id=new_id("sub"), contributor_id=contributor_id, consent_id=consent_id,
                                 sha256=image.sha256, file=image.file_name, media_type=image.media_type,
                                 width=image.width, height=image.height,
                                 caption=clean_text(caption, "caption", 1000), title=clean_text(title, "title", 200),
                                 source_url=source_url, submitted_at=now(), status=ACTIVE)
         path = self.root / FILES / image.file_name
-        if not path.exists():  # the same bytes from someone else are stored once
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(image.data)
-        try:
-            with self._db() as con:
-                con.execute("INSERT INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            _values(submission))
-        except sqlite3.IntegrityError:
-            raise UploadRefused("duplicate", "you already submitted this image") from None
+        with self._files_locked():
+            if not path.exists():  # the same bytes from someone else are stored once
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(image.data)
+                os.chmod(path, 0o600)  # atomic_path gives the umask's mode; files/ is 0700 meanwhile
+            try:
+                inserted = self._insert_under_consent(submission)
+            except sqlite3.IntegrityError:
+                raise UploadRefused("duplicate", "you already submitted this image") from None
+            if not inserted:
+                self._delete_unused([image.file_name])
+        if not inserted:
+            raise UploadRefused("no_consent", "your consent was revoked or withdrawn; the image was not kept")
         self.audit("submit", contributor_id=contributor_id, consent_id=consent_id,
                    submission_id=submission.submission_id, sha256=image.sha256)
         return submission
+
+    def _insert_under_consent(self, submission: Submission) -> bool:
+        """Insert the row only if its consent is not revoked, in one statement: SQLite takes the write
+        lock for it, so no revocation can commit between the check and the insert."""
+        columns = ", ".join(f"? AS {name}" for name in vars(submission))
+        with self._db() as con:
+            cursor = con.execute(
+                f"INSERT INTO submissions SELECT {columns} WHERE EXISTS (SELECT 1 FROM consents WHERE consent_id = ? "
+                "AND contributor_id = ? AND revoked_at IS NULL) AND NOT EXISTS (SELECT 1 FROM revocations "
+                "WHERE contributor_id = ?)",
+                [*_values(submission), submission.consent_id, submission.contributor_id, submission.contributor_id])
+            return cursor.rowcount == 1
 
     def submissions(self, contributor_id: str | None = None) -> list[Submission]:
         where, args = ("WHERE contributor_id = ?", [contributor_id]) if contributor_id else ("", [])
@@ -382,17 +475,25 @@ class Store:
                     "WHERE contributor_id = ?", [REVOKED, contributor_id])
 
     def _delete_files(self, contributor_id: str) -> list[str]:
-        """Delete the contributor's files that no active submission (of anyone) still uses."""
-        with self._db() as con:
-            rows = con.execute("""SELECT DISTINCT s.file, s.sha256 FROM submissions s WHERE s.contributor_id = ?
-                                  AND NOT EXISTS (SELECT 1 FROM submissions o WHERE o.file = s.file
-                                                  AND o.status = ?)""", [contributor_id, ACTIVE]).fetchall()
+        """Delete the contributor's files that no active submission (of anyone) still uses; the sha256
+        of each file deleted."""
+        with self._files_locked():
+            with self._db() as con:
+                rows = con.execute("SELECT DISTINCT file FROM submissions WHERE contributor_id = ?",
+                                   [contributor_id]).fetchall()
+            return self._delete_unused([row["file"] for row in rows])
+
+    def _delete_unused(self, files: list[str]) -> list[str]:
+        """Of ``files``, delete those no active submission uses (hold ``_files_locked``)."""
         deleted = []
-        for row in rows:
-            path = self.root / FILES / row["file"]
-            if path.exists():
+        for name in files:
+            with self._db() as con:
+                used = con.execute("SELECT 1 FROM submissions WHERE file = ? AND status = ?",
+                                   [name, ACTIVE]).fetchone()
+            path = self.root / FILES / name
+            if used is None and path.exists():
                 path.unlink()
-                deleted.append(row["sha256"])
+                deleted.append(name.split(".", 1)[0])
         return deleted
 
     # ---------------------------------------------------------------- audit and tables
@@ -403,7 +504,8 @@ class Store:
         ASCII JSON: a value (a User-Agent) holding U+0085 or U+2028 must not be able to split its line.
         """
         line = json.dumps({"time": now(), "event": event, **fields}, sort_keys=True, ensure_ascii=True) + "\n"
-        with open(self.root / AUDIT, "a", encoding="utf-8") as f:
+        fd = os.open(self.root / AUDIT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(fd, "a", encoding="utf-8") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             f.write(line)
             f.flush()

@@ -38,17 +38,22 @@ def _consent_for_submitting(store: Store, contributor_id: str) -> Consent:
 
 
 def submit_bytes(store: Store, contributor_id: str, data: bytes, options: SourceOptions, *,
-                 caption: str | None = None, title: str | None = None, source_url: str | None = None) -> Submission:
+                 caption: str | None = None, title: str | None = None, source_url: str | None = None,
+                 budget: safety.PixelBudget | None = None) -> Submission:
+    """Clean and store one image. Consent is checked before the work (a quick refusal) and again by
+    the store in the insert itself (a revocation while the image was being cleaned wins)."""
     consent = _consent_for_submitting(store, contributor_id)
-    image = safety.clean(data, options.limits)
+    image = safety.clean(data, options.limits, budget)
     return store.add_submission(contributor_id, consent.consent_id, image, caption, title, source_url)
 
 
 def submit_url(store: Store, contributor_id: str, url: str, options: SourceOptions, *,
-               caption: str | None = None, title: str | None = None) -> Submission:
+               caption: str | None = None, title: str | None = None,
+               budget: safety.PixelBudget | None = None) -> Submission:
     _consent_for_submitting(store, contributor_id)  # before fetching anything on their behalf
     data = urls.fetch(url, options.allow_hosts, options.limits.max_bytes, options.fetch_timeout_s)
-    return submit_bytes(store, contributor_id, data, options, caption=caption, title=title, source_url=url)
+    return submit_bytes(store, contributor_id, data, options, caption=caption, title=title, source_url=url,
+                        budget=budget)
 
 
 @dataclass

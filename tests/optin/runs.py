@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from curate import catalog, records, shards, stats
+from curate import catalog, config, records, shards, stages, stats
 from curate.io import write_parquet_atomic, write_text_atomic
 from curate.optin.store import FILES, Store
 from curate.runfolder import RunFolder
@@ -103,14 +103,16 @@ def build_run(out: Path, store: Store, layout: dict[str, list[str]], rows: list[
     table = records.to_table(sorted(rows, key=lambda r: r["key"]))
     write_parquet_atomic(table, out / "records" / "records.parquet")
     # Stage outputs as a run leaves them: records, and fetched image bytes under record_key.
-    write_parquet_atomic(table, out / "work" / "captioned" / "part-0.parquet")
+    write_parquet_atomic(table, RunFolder(out).stage_dir("caption") / "part-0.parquet")
     fetched = pa.table({"record_key": list(images), "jpg": list(images.values())})
     write_parquet_atomic(fetched, out / "work" / "fetch" / "optin" / "images" / "00000.parquet")
-    run_yaml = {"sources": [{"source": "met", "adapter": "met", "metadata": ["/dev/null"]},
-                            {"source": "optin", "adapter": "optin", "metadata": [str(store.root)]}]}
-    write_text_atomic(yaml.safe_dump(run_yaml), out / "run.yaml")
+    pipeline = out.parent / f"{out.name}-pipeline.yaml"
+    pipeline.write_text(yaml.safe_dump({"name": "optin-test", "sources": [
+        {"manifest": "met", "metadata": ["/dev/null"]}, {"manifest": "optin", "metadata": [str(store.root)]}]}))
+    write_text_atomic(config.resolve(pipeline, {}).to_yaml(), out / "run.yaml")
     catalog.build(out)
-    write_text_atomic(json.dumps({**stats.compute(out / "records"), "models": MODELS}), out / stats.STATS)
+    order = stages.run_order(stages.BUILT_IN)  # the default filters of the run.yaml above
+    write_text_atomic(json.dumps({**stats.compute(out / "records", order), "models": MODELS}), out / stats.STATS)
     write_text_atomic("", out / "DONE")
 
 

@@ -63,7 +63,7 @@ def test_the_ingest_stage_reads_the_store_through_the_manifest(store, contributi
     pipeline.write_text(f"name: t\nsources:\n  - manifest: {MANIFEST}\n    metadata: [{store.root}]\n")
     sources = resolve_sources(load_pipeline(pipeline), pipeline, {"out": str(tmp_path)})
     assert load_manifest(MANIFEST).adapter == "optin"
-    table = Ingest(sources)(pa.table({"source": ["optin"], "path": [str(store.root)]}))
+    table = pa.concat_tables(Ingest(sources)(pa.table({"source": ["optin"], "path": [str(store.root)]})))
     table = verdict.apply_policy(table, licenses.Policy.default())
     fates = sorted((r["status"], r["reason"], r["attribution"]) for r in table.to_pylist())
     assert fates == [("pending", "", "Heron by Ann Example, Opt-in contributors"),

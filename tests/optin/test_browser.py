@@ -5,19 +5,13 @@ server loses the sample and keeps every other one byte for byte."""
 from __future__ import annotations
 
 import io
-import socket
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 from PIL import ExifTags, Image
 
-from curate.optin.options import SourceOptions
-from curate.optin.web import create_app
-
+from .conftest import live_server
 from .runs import build_run, members, museum_rows, optin_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,20 +29,8 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 def live(store, tmp_path):
     """The app under uvicorn on a free loopback port; yields (base url, run folder it revokes in)."""
     out = tmp_path / "run"
-    app = create_app(store, SourceOptions(), runs=[out], secure_cookies=False)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", out
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with live_server(store, runs=[out]) as base:
+        yield base, out
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ from __future__ import annotations
 import duckdb
 
 from curate import catalog
-from curate.optin import submit
+from curate.optin import consent, submit
 from curate.optin.catalog import catalog_tables, run_tables
+from curate.optin.consent import Scope
 from curate.optin.options import SourceOptions
 from curate.optin.revoke import revoke
 
@@ -71,3 +72,18 @@ def test_the_run_catalog_holds_the_registry_after_a_revocation(store, tmp_path):
     assert rows == [{"fate": "rejected:revoked", "revoked": True}]
     assert catalog.query(out, "SELECT samples_removed FROM optin_run_revocations").to_pylist() == [
         {"samples_removed": 1}]
+
+
+def test_after_a_revocation_the_consent_evidence_stays_in_the_store_only(store):
+    ann, _ = store.register("Ann", "ann@example.org", "web", with_token=True)
+    evidence = {"channel": "web", "user_agent": "Firefox/140 on Ann-laptop", "ip_hash": "f" * 64}
+    store.add_consent(ann.contributor_id, consent.current(), Scope(training=True, model_release=False, credit=False),
+                      evidence)
+    bob = contributor(store, "Bob", "bob@example.org")
+    assert "Ann-laptop" in str(catalog_tables(store)["optin_consents"].to_pylist())
+    store.revoke(ann.contributor_id, {"channel": "web", "user_agent": "Firefox/140 on Ann-laptop"})
+    tables = catalog_tables(store)
+    assert "Ann-laptop" not in str([t.to_pylist() for t in tables.values()])
+    assert "Ann-laptop" in str(store.audit_entries()) and "Ann-laptop" in store.consents(ann.contributor_id)[0].evidence
+    kept = {r["contributor_id"]: r["evidence"] for r in tables["optin_consents"].to_pylist()}
+    assert kept[ann.contributor_id] is None and "test" in kept[bob.contributor_id]

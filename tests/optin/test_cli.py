@@ -116,9 +116,9 @@ def test_a_pipeline_allows_a_url_host_by_name(tmp_path, capsys):
     (folder / "consent.yaml").write_text(yaml.safe_dump(CONSENT))
     store_dir = tmp_path / "optin"
     pipeline = tmp_path / "intranet.yaml"
-    pipeline.write_text(yaml.safe_dump({"name": "intranet", "sources": [
-        {"manifest": "optin", "metadata": [str(store_dir)], "options": {"allow_hosts": ["127.0.0.1"]}}]}))
     with serve(site) as base:
+        pipeline.write_text(yaml.safe_dump({"name": "intranet", "sources": [
+            {"manifest": "optin", "metadata": [str(store_dir)], "options": {"allow_hosts": [base.rstrip("/")]}}]}))
         (folder / "metadata.jsonl").write_text(json.dumps({"url": f"{base}photo.jpg", "caption": "Intranet"}) + "\n")
         assert cleanroom("optin", "submit", str(folder), "--store", str(store_dir)) == 1
         assert [r["code"] for r in json.loads(capsys.readouterr().out)["refused"]] == ["url_not_allowed"]

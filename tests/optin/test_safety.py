@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
 
 import pytest
@@ -11,7 +12,7 @@ from PIL import ExifTags, Image
 from PIL.PngImagePlugin import PngInfo
 
 from curate.optin import safety
-from curate.optin.errors import UploadRefused
+from curate.optin.errors import Busy, UploadRefused
 from curate.optin.options import Limits
 
 from .conftest import picture
@@ -136,3 +137,30 @@ def test_png_text_chunks_are_dropped():
     image.save(buffer, "PNG", pnginfo=info)
     clean = safety.clean(buffer.getvalue(), LIMITS)
     assert b"Location" not in clean.data and b"52.5N" not in clean.data
+
+
+def test_decodes_share_a_pixel_budget_and_wait_for_room_or_are_told_busy():
+    budget = safety.PixelBudget(100, wait_s=0.05)
+    with budget.hold(80):
+        with budget.hold(20):  # fits beside it
+            pass
+        with pytest.raises(Busy, match="try again"):
+            with budget.hold(50):
+                pass
+    with budget.hold(10**9):  # bigger than the budget: takes all of it, once it is free
+        with pytest.raises(Busy):
+            with budget.hold(1):
+                pass
+    waiting, decoded = safety.PixelBudget(100, wait_s=30), threading.Event()
+
+    def second_decode() -> None:
+        with waiting.hold(100):
+            decoded.set()
+
+    with waiting.hold(100):
+        later = threading.Thread(target=second_decode)
+        later.start()
+        assert not decoded.wait(0.2)  # no room while the first decode runs
+    later.join(30)
+    assert decoded.is_set()  # it waited, and ran once there was room
+    assert safety.clean(picture(1, 64, 48), LIMITS, safety.PixelBudget(100, wait_s=1)).width == 64

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from curate.optin import consent, safety
+from curate.optin import consent, safety, submit
 from curate.optin.consent import Scope
 from curate.optin.errors import OptinError, UploadRefused
-from curate.optin.options import Limits
+from curate.optin.options import Limits, SourceOptions
 from curate.optin.store import FILES, SECRET, Store, clean_text
 
 from .conftest import contributor, picture
@@ -103,3 +103,38 @@ def test_user_text_is_one_clean_line():
     assert clean_text("   ", "title", 10) is None
     with pytest.raises(OptinError, match="at most 5"):
         clean_text("abcdef", "title", 5)
+
+
+def test_only_the_owner_can_read_the_store(store):
+    person = contributor(store, "Ann", "ann@example.org")
+    submit.submit_bytes(store, person.contributor_id, picture(1), SourceOptions())
+    modes = {p.relative_to(store.root).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in [store.root, *store.root.rglob("*")]}
+    assert modes["."] == modes[FILES] == 0o700
+    assert {"registry.sqlite", "audit.jsonl", SECRET} <= modes.keys()
+    assert all(mode == 0o600 for name, mode in modes.items() if name not in (".", FILES)), modes
+
+
+@pytest.mark.parametrize("damage", ["empty", "short", "readable"])
+def test_a_damaged_or_exposed_secret_key_is_refused_on_reuse(store, damage):
+    key = store.root / SECRET
+    if damage == "readable":
+        key.chmod(0o644)
+    else:
+        key.write_bytes(b"" if damage == "empty" else b"x" * 16)
+    reopened = Store(store.root)
+    with pytest.raises(OptinError, match="secret.key"):
+        reopened.register("Ann", "ann@example.org", "web", with_token=True)
+    assert reopened.rows("SELECT count(*) n FROM contributors") == [{"n": 0}]
+
+
+def test_a_session_ends_on_sign_out_or_when_it_is_old(store):
+    person, _ = store.register("Ann", EMAIL, "web", with_token=True)
+    fresh, old = store.start_session(person.contributor_id), store.start_session(person.contributor_id)
+    with store._db() as con:  # as if it were made SESSION_DAYS and a minute ago
+        con.execute("UPDATE sessions SET created_at = '2020-01-01T00:00:00+00:00' WHERE session_hash = ?",
+                    [store.token_hash(old)])
+    assert store.contributor_by_session(fresh) == person and store.contributor_by_session(old) is None
+    store.end_session(fresh)
+    assert store.contributor_by_session(fresh) is None
+    assert fresh.encode() not in every_byte(store.root)  # kept only hashed

@@ -12,10 +12,12 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
+from pydantic import ValidationError
 
 from curate.localserve import serve
 from curate.optin import urls
 from curate.optin.errors import UploadRefused
+from curate.optin.options import IntakeLimits, SourceOptions
 
 from .conftest import picture
 
@@ -30,6 +32,12 @@ DNS = {
     "cgnat.example.org": ["100.64.0.7"],
     "ula.example.org": ["fd00::1"],
     "linklocal6.example.org": ["fe80::1%eth0"],
+    "sixtofour.example.org": ["2002:7f00:1::"],  # 6to4 of 127.0.0.1
+    "sixtofour-private.example.org": ["2002:c0a8:101::1"],  # 6to4 of 192.168.1.1
+    "sitelocal.example.org": ["fec0::1"],
+    "teredo.example.org": ["2001:0:4136:e378:8000:63bf:3fff:fdd2"],
+    "azure.example.org": ["168.63.129.16"],
+    "gone.example.org": [],  # does not resolve
 }
 
 
@@ -39,11 +47,15 @@ def table(host: str, port: int) -> list[str]:
     return DNS[host]
 
 
-def refused(url: str, allow: list[str] = (), resolver=table) -> str:
+def refusal(url: str, allow: list[str] = (), resolver=table) -> UploadRefused:
     with pytest.raises(UploadRefused) as caught:
         urls.check(url, allow, resolver)
     assert caught.value.code == "url_not_allowed"
-    return str(caught.value)
+    return caught.value
+
+
+def refused(url: str, allow: list[str] = (), resolver=table) -> str:
+    return str(refusal(url, allow, resolver))
 
 
 def test_public_hosts_pass_with_every_address_vetted():
@@ -57,9 +69,28 @@ def test_public_hosts_pass_with_every_address_vetted():
     ("split.example.org", "private"), ("v6loop.example.org", "loopback"), ("mapped.example.org", "loopback"),
     ("nat64.example.org", "private"), ("cgnat.example.org", "not globally routable"),
     ("ula.example.org", "private"), ("linklocal6.example.org", "link-local"),
+    ("sixtofour.example.org", "loopback"), ("sixtofour-private.example.org", "private"),
+    ("sitelocal.example.org", "site-local"), ("teredo.example.org", "Teredo"), ("azure.example.org", "cloud service"),
 ])
 def test_a_host_with_any_non_public_address_is_refused(host, kind):
-    assert f"({kind})" in refused(f"http://{host}/x.jpg")
+    error = refusal(f"http://{host}/x.jpg")
+    assert f"({kind})" in error.detail  # the operator's log says why
+    told = str(error).replace(f"http://{host}/x.jpg", "URL")
+    assert DNS[host][0].split("%")[0] not in told and kind not in told  # the submitter learns nothing
+
+
+def test_a_refusal_reads_the_same_whether_a_host_is_private_or_does_not_resolve():
+    """Otherwise the page would tell a stranger which internal names exist and where they point."""
+    answers = {refused(f"http://{host}/x.jpg").replace(host, "HOST")
+               for host in ("gone.example.org", "intranet.example.org", "metadata.example.org")}
+    assert len(answers) == 1
+
+
+@pytest.mark.parametrize("url", ["http://a..b.example.org/x.jpg", f"http://{'a' * 64}.example.org/x.jpg",
+                                 "http://.example.org/x.jpg"])
+def test_host_names_with_empty_or_over_long_labels_are_refused_not_an_error(url):
+    # The real resolver: its IDNA encoder raises UnicodeError on these; no lookup is made.
+    assert "not a valid host name" in refused(url, resolver=urls.resolve)
 
 
 @pytest.mark.parametrize("url", [
@@ -76,6 +107,16 @@ def test_a_pipeline_allows_a_private_host_by_name_only():
     refused("http://metadata.example.org/x.jpg", ["intranet.example.org"])
     # Allowing the name does not allow its address under another name.
     refused("http://10.1.2.3/x.jpg", ["intranet.example.org"], urls.resolve)
+
+
+def test_an_allowed_host_opens_its_default_ports_or_the_one_scheme_and_port_named():
+    assert urls.check("https://intranet.example.org/x.jpg", ["intranet.example.org"], table)
+    for other_port in ("http://intranet.example.org:6379/", "https://intranet.example.org:8443/x.jpg"):
+        refused(other_port, ["intranet.example.org"])  # e.g. its Redis, or an admin console
+    allowed = ["http://intranet.example.org:8080"]
+    assert urls.check("http://intranet.example.org:8080/x.jpg", allowed, table)
+    refused("https://intranet.example.org:8080/x.jpg", allowed)
+    refused("http://intranet.example.org/x.jpg", allowed)
 
 
 @pytest.mark.parametrize("url, why", [
@@ -96,7 +137,7 @@ def server(tmp_path: Path):
 
 
 def test_fetch_from_an_allowlisted_loopback_server(server):
-    assert urls.fetch(f"{server}photo.jpg", ["127.0.0.1"], 10**6, 5) == picture(11)
+    assert urls.fetch(f"{server}photo.jpg", [server.rstrip("/")], 10**6, 5) == picture(11)
 
 
 def test_fetch_refuses_loopback_unless_allowed(server):
@@ -131,16 +172,39 @@ def redirector():
 def test_each_redirect_is_checked_again(server, redirector):
     port = server.rsplit(":", 1)[1].rstrip("/")
     # The allowed host redirects to the same file under "localhost", which is not allowed.
+    allowed = [server.rstrip("/"), redirector.rstrip("/")]
     with pytest.raises(UploadRefused) as caught:
-        urls.fetch(f"{redirector}to?{quote(f'http://localhost:{port}/photo.jpg')}", ["127.0.0.1"], 10**6, 5)
+        urls.fetch(f"{redirector}to?{quote(f'http://localhost:{port}/photo.jpg')}", allowed, 10**6, 5)
     assert caught.value.code == "url_not_allowed" and "localhost" in str(caught.value)
-    assert urls.fetch(f"{redirector}to?{quote(f'{server}photo.jpg')}", ["127.0.0.1"], 10**6, 5) == picture(11)
+    assert urls.fetch(f"{redirector}to?{quote(f'{server}photo.jpg')}", allowed, 10**6, 5) == picture(11)
 
 
 def test_fetch_reads_at_most_the_limit_and_reports_http_errors(server):
     with pytest.raises(UploadRefused) as caught:
-        urls.fetch(f"{server}big.bin", ["127.0.0.1"], 4999, 5)
+        urls.fetch(f"{server}big.bin", [server.rstrip("/")], 4999, 5)
     assert caught.value.code == "too_large"
     with pytest.raises(UploadRefused) as caught:
-        urls.fetch(f"{server}status/404", ["127.0.0.1"], 10**6, 5)
+        urls.fetch(f"{server}status/404", [server.rstrip("/")], 10**6, 5)
     assert caught.value.code == "url_fetch_failed" and "404" in str(caught.value)
+
+
+def test_a_fetch_has_a_total_deadline_not_one_per_read(trickler):
+    base, _ = trickler
+    with pytest.raises(UploadRefused) as caught:
+        urls.fetch(f"{base}/slow.jpg", [base], 10**6, 1.0)  # each 0.2 s read is well under 1 s
+    assert caught.value.code == "url_fetch_failed" and "more than 1.0 s" in caught.value.detail
+    assert "127.0.0.1" not in str(caught.value).replace(base, "")  # no connection detail for the submitter
+
+
+def test_allow_hosts_and_the_public_origin_are_checked_when_options_load():
+    options = SourceOptions(allow_hosts=["Images.Intranet.", "HTTP://Images.Intranet:8080", "[fd00::1]"],
+                            intake=IntakeLimits(public_origin="https://Optin.Example.org/"))
+    assert options.allow_hosts == ["images.intranet", "http://images.intranet:8080", "fd00::1"]
+    assert urls.check("http://[fd00::1]/x.jpg", options.allow_hosts, lambda host, port: ["fd00::1"])
+    assert options.intake.public_origin == "https://optin.example.org"
+    for entry in ("http://images.intranet/path", "ftp://images.intranet", "images.intranet:8080",
+                  "http://user@images.intranet", ""):
+        with pytest.raises(ValidationError, match="neither a host name"):
+            SourceOptions(allow_hosts=[entry])
+    with pytest.raises(ValidationError, match="not an origin"):
+        IntakeLimits(public_origin="optin.example.org")
