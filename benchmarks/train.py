@@ -7,6 +7,10 @@ torchvision transforms) and steps as train_text_to_image does. Warm-up steps are
 rounds alternate between the loops so that load from other processes hits both alike. Run::
 
     python benchmarks/train.py [--steps 40] [--warmup 5] [--rounds 2] [--batch 8] [--resolution 64]
+
+With ``--cached`` it sets our loop encoding on the fly beside our loop reading a latent cache
+(`train.cache`, built once from the same shards with one view per epoch the run reaches; the
+build is not timed): the same model, batch and steps, the ratio cached / on the fly.
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ from train.config import TrainConfig  # noqa: E402
 from train.loop import Run  # noqa: E402
 
 
-def make_shards(folder: Path, shards: int = 4, per_shard: int = 64, seed: int = 0) -> str:
+SHARDS, PER_SHARD = 4, 64
+
+
+def make_shards(folder: Path, shards: int = SHARDS, per_shard: int = PER_SHARD, seed: int = 0) -> str:
     rng = np.random.default_rng(seed)
     for s in range(shards):
         with wds.TarWriter(str(folder / f"shard-{s:05d}.tar")) as sink:
@@ -43,8 +50,9 @@ def make_shards(folder: Path, shards: int = 4, per_shard: int = 64, seed: int = 
                 base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
                 buffer = io.BytesIO()
                 Image.fromarray(base).resize((width, height), Image.BILINEAR).save(buffer, "JPEG", quality=90)
-                sink.write({"__key__": f"bench-{s:02d}{i:04d}", "jpg": buffer.getvalue(),
-                            "txt": f"a generated picture number {i}"})
+                key = f"bench-{s:02d}{i:04d}"
+                sink.write({"__key__": key, "jpg": buffer.getvalue(), "txt": f"a generated picture number {i}",
+                            "json": {"key": key, "license": "CC0-1.0"}})
     return str(folder)
 
 
@@ -131,6 +139,35 @@ def plain(cfg: TrainConfig, args: argparse.Namespace) -> tuple[float, float]:
     return args.steps * args.batch / timed, waited / timed
 
 
+def cached_against_on_the_fly(cfg: TrainConfig, root: Path, args: argparse.Namespace) -> None:
+    from train import cache
+
+    samples = (args.warmup + args.steps) * args.batch
+    views = -(-samples // (SHARDS * PER_SHARD))  # one per epoch the run reaches
+    job = cache.CacheJob(shards=cfg.data.shards, autoencoder=cfg.diffusion.autoencoder, variants=views,
+                         precision="fp16")
+    cache.Builder(cfg, job, torch.device("cpu")).build(root / "cache")
+    cached = cfg.model_copy(update={"data": cfg.data.model_copy(update={"cache": str(root / "cache")})})
+    results: dict[str, list[tuple[float, float]]] = {"on the fly": [], "cached": []}
+    for round_ in range(args.rounds):
+        results["on the fly"].append(ours(cfg, root / f"fly-{round_}", args))
+        results["cached"].append(ours(cached, root / f"cached-{round_}", args))
+    report(results, args, f"{views} cached views per sample, fp16")
+    speed = {name: statistics.median(r[0] for r in runs) for name, runs in results.items()}
+    print(f"ratio cached/on the fly: {speed['cached'] / speed['on the fly']:.2f}")
+
+
+def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace, note: str = "") -> None:
+    speed = {name: statistics.median(r[0] for r in runs) for name, runs in results.items()}
+    wait = {name: statistics.median(r[1] for r in runs) for name, runs in results.items()}
+    print(f"tiny UNet, batch {args.batch}, {args.resolution} px, precision {args.precision}, "
+          f"{args.steps} timed steps x {args.rounds} rounds (median), torch threads {torch.get_num_threads()}"
+          + (f", {note}" if note else ""))
+    print(f"{'loop':<12}{'samples/s':>12}{'data wait share':>18}")
+    for name in results:
+        print(f"{name:<12}{speed[name]:>12.2f}{wait[name]:>18.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40)
@@ -139,6 +176,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--precision", choices=["no", "bf16"], default="bf16")
+    parser.add_argument("--cached", action="store_true", help="our loop from a latent cache vs on the fly")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -147,17 +185,15 @@ def main() -> None:
         torch.manual_seed(0)
         models.build("autoencoder", "tiny").save_pretrained(root / "autoencoder")
         cfg = config(shards, root / "autoencoder", args)
+        if args.cached:
+            cached_against_on_the_fly(cfg, root, args)
+            return
         results: dict[str, list[tuple[float, float]]] = {"ours": [], "plain": []}
         for round_ in range(args.rounds):
             results["ours"].append(ours(cfg, root / f"ours-{round_}", args))
             results["plain"].append(plain(cfg, args))
+    report(results, args)
     speed = {name: statistics.median(r[0] for r in runs) for name, runs in results.items()}
-    wait = {name: statistics.median(r[1] for r in runs) for name, runs in results.items()}
-    print(f"tiny UNet, batch {args.batch}, {args.resolution} px, precision {args.precision}, "
-          f"{args.steps} timed steps x {args.rounds} rounds (median), torch threads {torch.get_num_threads()}")
-    print(f"{'loop':<8}{'samples/s':>12}{'data wait share':>18}")
-    for name in ("ours", "plain"):
-        print(f"{name:<8}{speed[name]:>12.2f}{wait[name]:>18.1%}")
     print(f"ratio ours/plain: {speed['ours'] / speed['plain']:.2f}")
 
 

@@ -1,5 +1,5 @@
-"""The trainer's commands: ``train autoencoder|diffusion CONFIG.yaml [--shards PATTERN] [--out DIR] [--resume]``
-and ``sample``.
+"""The trainer's commands: ``train autoencoder|diffusion CONFIG.yaml [--shards PATTERN] [--out DIR] [--resume]``,
+``train cache SHARDS --config CONFIG --autoencoder MODEL --out CACHE`` and ``sample``.
 
 `add_commands` hangs them onto the ``cleanroom`` parser of ``curate.cli``, the one entry point, beside
 ``audit.cli``'s (export, model-card, compare-weights, memorization: they read the curation runs too). Launch on
@@ -13,13 +13,17 @@ import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imports torch: only for the annotation
+    from train.generate import SampleSettings
 
 
 def _train(args: argparse.Namespace) -> int:
     from train import config as config_io
     from train.loop import train
 
-    config = config_io.with_shards(config_io.load(Path(args.config)), args.shards)
+    config = config_io.with_shards(config_io.load(Path(args.config)), args.shards, getattr(args, "cache", None))
     out = Path(args.out) if args.out else Path("out") / f"train-{config.name}"
     summary = train(args.job, config, out, resume=args.resume)
     print(json.dumps({"job": summary.job, "step": summary.step, "final": str(summary.final) if summary.final else None,
@@ -27,6 +31,41 @@ def _train(args: argparse.Namespace) -> int:
                       "data_wait_share": round(summary.data_wait_share, 3),
                       "last_logs": {k: round(v, 5) for k, v in summary.last_logs.items()}}, indent=2))
     return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    import torch
+
+    from train import cache
+    from train import config as config_io
+
+    config = config_io.load(Path(args.config))
+    job = cache.CacheJob(shards=config_io.with_shards(config, args.shards).data.shards,
+                         autoencoder=str(Path(args.autoencoder).resolve()), variants=args.variants,
+                         precision=args.precision, batch_size=args.batch_size)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    manifest = cache.Builder(config, job, torch.device(device)).build(Path(args.out))
+    print(json.dumps({"cache": str(Path(args.out).resolve()), "shards": len(manifest.sources),
+                      "samples": sum(s.samples for s in manifest.sources),
+                      "left_out": sum(len(s.left_out) for s in manifest.sources), "variants": job.variants,
+                      "autoencoder": manifest.encoders.autoencoder.name,
+                      "text_encoder": manifest.encoders.text_encoder.name}, indent=2))
+    return 0
+
+
+def _add_cache(jobs: argparse._SubParsersAction) -> None:
+    command = jobs.add_parser("cache", help="encode shards once with the frozen autoencoder and text encoder, "
+                                            "for the diffusion job's --cache")
+    command.add_argument("shards", help="curated shards: a folder, a file, a brace pattern or an fsspec URL")
+    command.add_argument("--config", required=True, help="the training config the cache is for (resolution, crop, "
+                                                         "flip, seed, diffusion.conditioning)")
+    command.add_argument("--autoencoder", required=True, help="the trained autoencoder (OUT/autoencoder/final)")
+    command.add_argument("--out", required=True, help="cache folder; building again re-encodes only changed shards")
+    command.add_argument("--variants", type=int, default=4, help="augmented views per sample (one per epoch)")
+    command.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="of the stored tensors")
+    command.add_argument("--batch-size", type=int, default=8, help="samples encoded together")
+    command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    command.set_defaults(handler=_cache)
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -37,9 +76,7 @@ def _sample(args: argparse.Namespace) -> int:
     if bool(args.prompt) == bool(args.prompts):
         raise ValueError("give prompts with --prompt (repeatable) or --prompts FILE, not both or neither")
     prompts = args.prompt or generate.read_prompts(Path(args.prompts))
-    settings = generate.SampleSettings(sampler=args.sampler, karras=args.karras, steps=args.steps,
-                                       cfg_scale=args.cfg_scale, negative_prompt=args.negative_prompt,
-                                       width=args.width, height=args.height, seed=args.seed)
+    settings = _sample_settings(args)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
     model = generate.load(Path(args.model), device=device, dtype=dtype)
@@ -50,15 +87,33 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample_settings(args: argparse.Namespace) -> SampleSettings:
+    """The sampling settings from the options; one line naming each option that does not validate."""
+    from pydantic import ValidationError
+
+    from curate.config import ConfigError
+    from train.generate import SampleSettings
+
+    fields = ("sampler", "karras", "steps", "cfg_scale", "negative_prompt", "width", "height", "seed")
+    try:
+        return SampleSettings(**{name: getattr(args, name) for name in fields})
+    except ValidationError as e:
+        # A field's error names its option; one about the whole (a sampler without Karras sigmas) names the sampler.
+        raise ConfigError("; ".join(
+            f"--{str(err['loc'][0]).replace('_', '-') if err['loc'] else 'sampler'}: "
+            f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())) from None
+
+
 def _add_sample(subparsers: argparse._SubParsersAction) -> None:
-    from train.sample import SAMPLERS
+    from train.sample import SAMPLER_ALIASES, SAMPLERS
 
     command = subparsers.add_parser("sample")  # its help line is in COMMANDS
     command.add_argument("model", help="model folder (OUT/diffusion/final) or the training run folder OUT")
     command.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
     command.add_argument("--prompts", help="a text file, one prompt per line (# comments)")
     command.add_argument("--out", required=True, help="folder for the PNGs, grid.png, samples.jsonl")
-    command.add_argument("--sampler", default="dpmpp-2m", help=f"one of {', '.join(SAMPLERS)} (plms = pndm)")
+    command.add_argument("--sampler", default="dpmpp-2m", type=str.lower, choices=[*SAMPLERS, *SAMPLER_ALIASES],
+                         help="plms = pndm")
     command.add_argument("--karras", action="store_true", help="Karras sigmas (euler, dpmpp-2m, lms)")
     command.add_argument("--steps", type=int, default=25)
     command.add_argument("--cfg-scale", type=float, default=7.5, help="classifier-free guidance scale")
@@ -111,4 +166,8 @@ def add_commands(subparsers: argparse._SubParsersAction, chosen: str | None = No
                                               "(default: data.shards of the config)")
         command.add_argument("--out", help="run folder (default: out/train-NAME); the job writes OUT/<job>/")
         command.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT")
+        if job == "diffusion":
+            command.add_argument("--cache", help="a latent cache (`train cache`) to read instead of encoding the "
+                                                 "shards' images (default: data.cache of the config)")
         command.set_defaults(handler=_train)
+    _add_cache(jobs)

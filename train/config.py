@@ -22,11 +22,36 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+class BucketConfig(Strict):
+    """Aspect-ratio buckets: each sample is resized and cropped to the bucket nearest its aspect ratio, and
+    every batch holds one bucket. A list of sizes, or the sizes generated for a pixel budget."""
+
+    sizes: list[tuple[int, int]] | None = None  # (width, height) of each bucket
+    pixels: int | None = Field(default=None, ge=64)  # budget: per width, the tallest height within it
+    step: int = Field(default=64, ge=8)  # every side a multiple of this (SD: 64, 8 latent pixels)
+    max_aspect: float = Field(default=2.0, ge=1.0)  # of generated buckets
+
+    @model_validator(mode="after")
+    def _one_source_of_sizes(self) -> "BucketConfig":
+        if (self.sizes is None) == (self.pixels is None):
+            raise ValueError("give either sizes (a list of [width, height]) or pixels (a budget), not both")
+        wrong = [size for size in self.sizes or [] if min(size) < 1 or size[0] % self.step or size[1] % self.step]
+        if wrong:
+            raise ValueError(f"bucket sizes {wrong} are not positive multiples of step {self.step}")
+        if self.sizes is not None and not self.sizes:
+            raise ValueError("sizes: at least one bucket")
+        return self
+
+
 class DataConfig(Strict):
     # A local path, a folder of *.tar, a brace pattern (shard-{00000..00009}.tar) or an
     # fsspec URL; relative local paths are relative to this file. `--shards` overrides it.
     shards: str | None = None
+    # A latent cache (`cleanroom train cache`) the diffusion job reads instead of encoding the shards' images
+    # on every step; the autoencoder job always reads the shards. A local folder, relative like shards.
+    cache: str | None = None
     resolution: int = Field(default=64, ge=8)
+    buckets: BucketConfig | None = None  # None: square crops of `resolution`
     crop: Literal["center", "random"] = "center"
     flip: bool = False  # random horizontal flip
     batch_size: int = Field(default=4, ge=1)  # per process and micro-batch
@@ -68,6 +93,22 @@ class LoopConfig(Strict):
     log_every: int = Field(default=10, ge=1)
 
 
+class Phase(Strict):
+    """One stretch of a multi-resolution schedule: its steps, and what it trains at (else the data section's)."""
+
+    steps: int = Field(ge=1)
+    resolution: int | None = Field(default=None, ge=8)  # square crops of this side (no buckets)
+    buckets: BucketConfig | None = None  # or aspect buckets
+    batch_size: int | None = Field(default=None, ge=1)
+    lr: float | None = Field(default=None, gt=0)  # the optimizer's rate after warmup
+
+    @model_validator(mode="after")
+    def _resolution_or_buckets(self) -> "Phase":
+        if self.resolution is not None and self.buckets is not None:
+            raise ValueError("give resolution (square crops) or buckets, not both")
+        return self
+
+
 class PerceptualConfig(Strict):
     """LPIPS-VGG from local weights. Off by default: its VGG was trained on ImageNet."""
 
@@ -91,6 +132,8 @@ class AutoencoderJob(Strict):
     optim: OptimConfig = OptimConfig(lr=4.5e-6)
     ema: EmaConfig | None = None
     loop: LoopConfig
+    # A multi-resolution schedule (e.g. 256 px, then 512 px, then buckets); its steps add up to loop.steps
+    phases: list[Phase] = Field(default_factory=list)
     validation: AutoencoderValidation = AutoencoderValidation()
 
 
@@ -144,6 +187,8 @@ class DiffusionJob(Strict):
     optim: OptimConfig = OptimConfig()
     ema: EmaConfig | None = EmaConfig()
     loop: LoopConfig
+    # A multi-resolution schedule (e.g. 256 px, then 512 px, then buckets); its steps add up to loop.steps
+    phases: list[Phase] = Field(default_factory=list)
     validation: DiffusionValidation = DiffusionValidation()
 
 
@@ -154,6 +199,40 @@ class TrainConfig(Strict):
     accelerate: AccelerateConfig = AccelerateConfig()
     autoencoder: AutoencoderJob
     diffusion: DiffusionJob
+
+    @model_validator(mode="after")
+    def _phases_cover_the_run(self) -> "TrainConfig":
+        for name in ("autoencoder", "diffusion"):
+            job = getattr(self, name)
+            total = sum(phase.steps for phase in job.phases)
+            if job.phases and total != job.loop.steps:
+                raise ValueError(f"{name}.phases: their steps add up to {total} but {name}.loop.steps is "
+                                 f"{job.loop.steps}")
+        return self
+
+
+def phase_at(phases: list[Phase], step: int) -> int | None:
+    """The index of the phase that optimizer step `step` + 1 belongs to (None without phases)."""
+    end = 0
+    for index, phase in enumerate(phases):
+        end += phase.steps
+        if step < end:
+            return index
+    return len(phases) - 1 if phases else None
+
+
+def phase_data(data: DataConfig, phase: Phase | None) -> DataConfig:
+    """The data settings a phase trains with: its resolution or buckets (either replaces both), its batch."""
+    if phase is None:
+        return data
+    update: dict[str, Any] = {}
+    if phase.resolution is not None:
+        update |= {"resolution": phase.resolution, "buckets": None}
+    if phase.buckets is not None:
+        update["buckets"] = phase.buckets
+    if phase.batch_size is not None:
+        update["batch_size"] = phase.batch_size
+    return data.model_copy(update=update)
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -177,8 +256,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         return value
 
     data.setdefault("data", {})
-    if isinstance(data["data"], dict) and data["data"].get("shards"):
-        data["data"]["shards"] = resolve(data["data"]["shards"])
+    if isinstance(data["data"], dict):
+        for field in ("shards", "cache"):
+            if data["data"].get(field):
+                data["data"][field] = resolve(data["data"][field])
     for job, fields in (("autoencoder", ("init",)), ("diffusion", ("init", "autoencoder"))):
         section = data.get(job)
         if isinstance(section, dict):
@@ -201,12 +282,14 @@ def load(path: Path) -> TrainConfig:
     return validate(TrainConfig, _resolve_paths(data, Path(path).resolve().parent), path)
 
 
-def with_shards(config: TrainConfig, shards: str | None) -> TrainConfig:
-    """The config with `--shards` applied (a command-line path is relative to the working directory)."""
-    if shards is None:
+def with_shards(config: TrainConfig, shards: str | None, cache: str | None = None) -> TrainConfig:
+    """The config with `--shards` and `--cache` applied (command-line paths are relative to the working
+    directory)."""
+    given = {name: location if not _is_local(location) or os.path.isabs(location) else str(Path(location).resolve())
+             for name, location in (("shards", shards), ("cache", cache)) if location is not None}
+    if not given:
         return config
-    location = shards if not _is_local(shards) or os.path.isabs(shards) else str(Path(shards).resolve())
-    return config.model_copy(update={"data": config.data.model_copy(update={"shards": location})})
+    return config.model_copy(update={"data": config.data.model_copy(update=given)})
 
 
 def dump(config: TrainConfig) -> str:

@@ -25,7 +25,7 @@ import re
 import shutil
 import time
 from datetime import datetime, timezone
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,8 @@ from tqdm.auto import tqdm
 
 from curate.config import ConfigError
 from curate.io import atomic_folder, partial_folder, publish_folder, start_folder
+from train import cache, data
 from train import config as config_io
-from train import data
 from train.config import EmaConfig, OptimConfig, TrainConfig
 from train.tasks import TASKS
 
@@ -84,12 +84,13 @@ class TrainState:
     step: int = 0  # optimizer steps done
     batches: int = 0  # micro-batches each process has taken
     slots: int = 0  # data slots (processes x workers) the positions belong to
-    positions: dict[int, tuple[int, int]] = field(default_factory=dict)  # slot -> (epoch, raw samples drawn)
+    # slot -> (epoch, raw samples drawn, [epoch, drawn] of the samples waiting in its bucket buffers)
+    positions: dict[int, tuple[int, int, list[list[int]]]] = field(default_factory=dict)
     bad_samples: dict[int, int] = field(default_factory=dict)  # slot -> bad samples skipped since the run began
 
     def take(self, batch: dict[str, Any]) -> None:
         self.batches += 1
-        self.positions[batch["slot"]] = (batch["epoch"], batch["drawn"])
+        self.positions[batch["slot"]] = (batch["epoch"], batch["drawn"], batch["pending"])
         self.bad_samples[batch["slot"]] = self.bad_samples.get(batch["slot"], 0) + batch["bad_samples"]
 
     def owned(self, rank: int, slots_per_process: int) -> dict[str, dict[int, Any]]:
@@ -166,7 +167,7 @@ class Run:
 
     def __init__(self, job: str, config: TrainConfig, out: Path, resume: bool,
                  on_batch: Callable[[dict[str, Any]], None] | None = None):
-        if config.data.shards is None:
+        if config.data.shards is None and config.data.cache is None:
             raise ConfigError("data.shards: no shards given; set it in the config or pass --shards")
         self.job, self.config, self.on_batch = job, config, on_batch
         self.settings = getattr(config, job)
@@ -174,7 +175,9 @@ class Run:
         self._check_resume(resume)
         self.accelerator = make_accelerator(config, self.paths)
         set_seed(config.seed)  # the same initial weights on every process
-        self.shards = data.expand_shards(config.data.shards)
+        # The curated shards, also when a latent cache stands in for them: training.json names them for the audit.
+        self.shards = (data.expand_shards(config.data.shards) if config.data.shards
+                       else cache.sources(Path(config.data.cache)))
         self.task = TASKS[job](config, self.shards, Path(out), self.accelerator.device)
         self.task.model.train()  # from_pretrained (fine-tuning) hands models over in eval mode
         trainable = [p for p in self.task.model.parameters() if p.requires_grad]
@@ -185,6 +188,11 @@ class Run:
         if self.ema:
             self.ema.to(self.accelerator.device)
         self.state = TrainState()
+        self.phase: int | None = None
+        self.data_config = config.data
+        # Every bucket of the run (all phases), in one order on every process: the per-bucket log counts
+        bucket_sets = [config.data.buckets] + [phase.buckets for phase in self.settings.phases]
+        self.bucket_sizes = sorted({size for buckets in bucket_sets if buckets for size in data.bucket_sizes(buckets)})
         self.accelerator.register_for_checkpointing(self.schedule, self.state, *([self.ema] if self.ema else []))
         self.resumed_from = self._load_latest() if resume else None
 
@@ -209,16 +217,43 @@ class Run:
         log.info("resumed %s from %s at step %d", self.job, latest, self.state.step)
         return latest
 
+    def _enter_phase(self, phase: int | None) -> Iterator[dict[str, Any]]:
+        """Batches at the data settings of `phase` (of the schedule; None without one), from the data position
+        of the last batch taken: a phase begun in a straight run reads on exactly as a run resumed there."""
+        self.phase = phase
+        settings = self.settings.phases[phase] if phase is not None else None
+        self.data_config = config_io.phase_data(self.config.data, settings)
+        if settings is not None:
+            lr = settings.lr or self.settings.optim.lr
+            self.schedule.base_lrs = [lr] * len(self.optimizer.param_groups)
+            for group, rule in zip(self.optimizer.param_groups, self.schedule.lr_lambdas):
+                group["lr"] = lr * rule(self.schedule.last_epoch)
+            self.task.use_data(self.data_config)
+            log.info("phase %d of %d from step %d: %s, lr %g", phase + 1, len(self.settings.phases), self.state.step,
+                     f"buckets {self.data_config.buckets}" if self.data_config.buckets
+                     else f"{self.data_config.resolution} px", lr)
+        return iter(data.loader(self._stream(), self.data_config.workers))
+
+    def _phase_begun(self) -> bool:
+        """Whether the step just done was the first of its phase (whose first validation grid is kept)."""
+        if self.phase is None:
+            return False
+        return self.state.step - 1 == sum(phase.steps for phase in self.settings.phases[:self.phase])
+
     def _stream(self) -> data.ShardStream:
-        workers = self.config.data.workers
+        workers = self.data_config.workers
         slots = self.accelerator.num_processes * max(1, workers)
         if self.state.slots not in (0, slots):
             raise ConfigError(f"{self.resumed_from}: its data position is for {self.state.slots} data slots "
                               f"(processes x data.workers) but this run has {slots}; resume with the same layout")
         self.state.slots = slots
+        if self.data_config.buckets:
+            log.info("aspect buckets (width x height): %s",
+                     ", ".join(f"{w}x{h}" for w, h in data.bucket_sizes(self.data_config.buckets)))
         start = {slot: data.Position(*position) for slot, position in self.state.positions.items()}
-        return data.ShardStream(self.shards, self.config.data, self.config.seed, self.accelerator.process_index,
-                                self.accelerator.num_processes, start=start, first_batch=self.state.batches)
+        return data.ShardStream(self.task.stream_shards, self.data_config, self.config.seed,
+                                self.accelerator.process_index, self.accelerator.num_processes, start=start,
+                                first_batch=self.state.batches, decoder=self.task.decoder)
 
     def _micro_step(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], float | None]:
         accelerator = self.accelerator
@@ -297,11 +332,21 @@ class Run:
         self.accelerator.wait_for_everyone()
         return self.paths.final
 
+    def _samples_seen(self) -> int:
+        per_step = self.accelerator.num_processes * self.config.accelerate.gradient_accumulation_steps
+        if not self.settings.phases:
+            return self.state.step * per_step * self.config.data.batch_size
+        seen, begun = 0, 0
+        for phase in self.settings.phases:
+            steps = min(phase.steps, max(0, self.state.step - begun))
+            seen += steps * per_step * config_io.phase_data(self.config.data, phase).batch_size
+            begun += phase.steps
+        return seen
+
     def _training_record(self) -> dict[str, Any]:
         """What the config alone does not say: when, on how many processes, on which shard files."""
         return {"job": self.job, "step": self.state.step, "processes": self.accelerator.num_processes,
-                "samples_seen": self.state.step * self.accelerator.num_processes * self.config.data.batch_size
-                * self.config.accelerate.gradient_accumulation_steps,
+                "samples_seen": self._samples_seen(),
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "ema": self.ema is not None, "shards": self.shards} | self.task.provenance()
 
@@ -317,6 +362,7 @@ class Run:
             "data/wait_share": window["wait"] / window["seconds"],
             "data/bad_samples": bad,
         }
+        logs |= self._bucket_logs(window["buckets"])
         if window["grad_norms"]:
             logs["train/grad_norm"] = sum(window["grad_norms"]) / len(window["grad_norms"])
         if self.ema is not None:
@@ -324,11 +370,20 @@ class Run:
         accelerator.log(logs, step=self.state.step)
         return logs
 
+    def _bucket_logs(self, samples: dict[tuple[int, int], int]) -> dict[str, float]:
+        """Samples per aspect bucket in the window, over all processes (none without buckets)."""
+        sizes = self.bucket_sizes
+        if not sizes:
+            return {}
+        counts = self.accelerator.reduce(torch.tensor([samples.get(size, 0) for size in sizes],
+                                                      device=self.accelerator.device), "sum")
+        return {f"data/bucket/{w}x{h}": float(n) for (w, h), n in zip(sizes, counts.tolist())}
+
     def train(self, stop_at: int | None = None) -> Summary:
         """Steps until `loop.steps` (or, as if killed there, until `stop_at`: no checkpoint, no export)."""
         accelerator, loop = self.accelerator, self.settings.loop
         accelerator.init_trackers(self.job, config=_flat("", self.config.model_dump(mode="json")))
-        batches = iter(data.loader(self._stream(), self.config.data.workers))
+        batches = self._enter_phase(config_io.phase_at(self.settings.phases, self.state.step))
         progress = tqdm(total=loop.steps, initial=self.state.step, desc=self.job,
                         disable=not accelerator.is_local_main_process)
         accum = self.config.accelerate.gradient_accumulation_steps
@@ -337,6 +392,9 @@ class Run:
         logs: dict[str, float] = {}
         last = loop.steps if stop_at is None else min(stop_at, loop.steps)
         while self.state.step < last:
+            phase = config_io.phase_at(self.settings.phases, self.state.step)
+            if phase != self.phase:
+                batches = self._enter_phase(phase)
             started = time.perf_counter()
             for _ in range(accum):
                 waited = time.perf_counter()
@@ -351,6 +409,8 @@ class Run:
                 if grad_norm is not None and math.isfinite(grad_norm):
                     window["grad_norms"].append(grad_norm)
                 window["samples"] += len(batch["keys"])
+                bucket = tuple(batch["bucket"])  # the DataLoader hands tuples over as lists
+                window["buckets"][bucket] = window["buckets"].get(bucket, 0) + len(batch["keys"])
             if self.ema is not None:
                 self.ema.step(self.task.network.parameters())
             self.state.step += 1
@@ -365,7 +425,7 @@ class Run:
                 window = self._new_window()
             if self.state.step % loop.checkpoint_every == 0 or self.state.step == loop.steps:
                 self.save_checkpoint()
-            if self.state.step % loop.validate_every == 0 or self.state.step == loop.steps:
+            if self.state.step % loop.validate_every == 0 or self.state.step == loop.steps or self._phase_begun():
                 self.validate()
         progress.close()
         final = self.export() if self.state.step == loop.steps else None
@@ -376,7 +436,7 @@ class Run:
 
     @staticmethod
     def _new_window() -> dict[str, Any]:
-        return {"steps": 0, "seconds": 0.0, "wait": 0.0, "samples": 0, "sums": {}, "grad_norms": []}
+        return {"steps": 0, "seconds": 0.0, "wait": 0.0, "samples": 0, "sums": {}, "grad_norms": [], "buckets": {}}
 
 
 def train(job: str, config: TrainConfig, out: Path, resume: bool = False, stop_at: int | None = None,

@@ -9,6 +9,7 @@ new file, not a new flag. Tiny open_clip configs for tests and the demo live in
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,26 @@ class ConditioningEncoder(nn.Module):
         encoder.config = config
         encoder.network.load_state_dict(load_file(folder / ENCODER_WEIGHTS), strict=True)
         return encoder
+
+
+def load_autoencoder(path: Path, device: torch.device | str) -> nn.Module:
+    """The frozen autoencoder of the diffusion job (and of a latent cache), from a diffusers folder."""
+    from diffusers import AutoencoderKL
+
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: no trained autoencoder here; run `cleanroom train autoencoder` "
+                                f"first or set diffusion.autoencoder to a diffusers AutoencoderKL folder")
+    return AutoencoderKL.from_pretrained(path).eval().requires_grad_(False).to(device)
+
+
+def fingerprint(network: nn.Module) -> str:
+    """sha256 of a network's weights (names, dtypes, shapes, values): the same weights whatever file held them."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)  # a 0-d tensor has no byte view
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def check_fit(unet: nn.Module, encoder: ConditioningEncoder, vae: nn.Module, model_name: str) -> None:

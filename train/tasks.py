@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
-from train import data, models, objective, sample
-from train.config import TrainConfig
+from train import cache, data, models, objective, sample
+from train.config import DataConfig, TrainConfig
 
 
 class AutoencoderTask:
@@ -23,6 +24,7 @@ class AutoencoderTask:
     def __init__(self, config: TrainConfig, shards: list[str], out: Path, device: torch.device):
         job = config.autoencoder
         self.config, self.shards, self.device = config, shards, device
+        self.stream_shards, self.decoder = shards, data.Decoder  # pixels, also when data.cache is set
         self.network = models.build("autoencoder", job.model, init=job.init)
         self.model = models.Reconstructor(self.network)
         perceptual = None
@@ -40,6 +42,9 @@ class AutoencoderTask:
 
     def window_logs(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
         return {}
+
+    def use_data(self, settings: DataConfig) -> None:
+        """A new phase's data settings; the reconstruction references stay the fixed square set."""
 
     @torch.no_grad()
     def validate(self, step: int, path: Path) -> Path:
@@ -73,24 +78,22 @@ class DiffusionTask:
     """A UNet on the latents of a frozen autoencoder, conditioned by a frozen open_clip tower."""
 
     def __init__(self, config: TrainConfig, shards: list[str], out: Path, device: torch.device):
-        from diffusers import AutoencoderKL
-
         job = config.diffusion
         self.config, self.device = config, device
         vae_path = Path(job.autoencoder) if job.autoencoder else out / "autoencoder" / "final"
-        if not (vae_path / "config.json").is_file():
-            raise FileNotFoundError(f"{vae_path}: no trained autoencoder here; run `cleanroom train autoencoder` "
-                                    f"first or set diffusion.autoencoder to a diffusers AutoencoderKL folder")
-        self.vae = AutoencoderKL.from_pretrained(vae_path).eval().requires_grad_(False).to(device)
+        self.vae = models.load_autoencoder(vae_path, device)
         self.vae_path = vae_path
         self.encoder = models.ConditioningEncoder(job.conditioning).to(device)
         self.network = models.build("unet", job.model, job.overrides, job.init)
         models.check_fit(self.network, self.encoder, self.vae, job.model)
+        self.cache = (cache.open_cache(config, shards, vae_path, self.vae, self.encoder)
+                      if config.data.cache else None)
+        self.stream_shards = self.cache.shards if self.cache else shards
+        self.decoder = cache.Decoder if self.cache else data.Decoder
+        self.unconditional_states = self.encoder.unconditional(1) if self.cache else None
         self.model = self.network
         self.objective = objective.DiffusionObjective.from_config(job)
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.latent_shape = (self.vae.config.latent_channels, config.data.resolution // factor,
-                             config.data.resolution // factor)
+        self.use_data(config.data)
         self.references = (data.first_samples(shards, config.data, config.seed, job.validation.images)
                            if job.conditioning.encoder == "image" else None)
         self.bin_sums = torch.zeros(job.timestep_bins, device=device)
@@ -98,10 +101,8 @@ class DiffusionTask:
 
     def losses(self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator,
                step: int) -> dict[str, torch.Tensor]:
-        pixels = batch["pixels"].to(self.device)
         with torch.no_grad():
-            latents = self.vae.encode(pixels).latent_dist.sample(generator=generator) * self.vae.config.scaling_factor
-            states = self.encoder(batch["captions"], pixels, batch["dropped"])
+            latents, states = self._encoded(batch, generator)
         result = self.objective(lambda x, t, c: model(x, t, c).sample, latents.float(), states, generator, step)
         sums, counts = objective.timestep_bins(result.per_sample, result.timesteps,
                                                self.objective.scheduler.config.num_train_timesteps,
@@ -109,6 +110,25 @@ class DiffusionTask:
         self.bin_sums += sums
         self.bin_counts += counts
         return {"loss": result.loss, "mse": result.per_sample.mean()}
+
+    def use_data(self, settings: DataConfig) -> None:
+        """Validation samples at the size being trained: the square resolution, or the squarest bucket."""
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        width, height = (data.nearest_bucket(1, 1, data.bucket_sizes(settings.buckets)) if settings.buckets
+                         else (settings.resolution, settings.resolution))
+        self.latent_shape = (self.vae.config.latent_channels, height // factor, width // factor)
+
+    def _encoded(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled latents drawn from the autoencoder's distribution, and the conditioning states."""
+        if self.cache is None:
+            pixels = batch["pixels"].to(self.device)
+            distribution = self.vae.encode(pixels).latent_dist
+            states = self.encoder(batch["captions"], pixels, batch["dropped"])
+        else:
+            distribution = DiagonalGaussianDistribution(batch["latent_dist"].to(self.device))
+            dropped = batch["dropped"].to(self.device).view(-1, 1, 1)
+            states = torch.where(dropped, self.unconditional_states, batch["states"].to(self.device))
+        return distribution.sample(generator=generator) * self.vae.config.scaling_factor, states
 
     def window_logs(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
         """Mean unweighted loss per timestep bin since the last call, over all processes."""
@@ -151,7 +171,11 @@ class DiffusionTask:
         self.objective.scheduler.save_pretrained(folder / "scheduler")
 
     def provenance(self) -> dict[str, Any]:
-        return {"autoencoder": str(self.vae_path.resolve())}
+        record: dict[str, Any] = {"autoencoder": str(self.vae_path.resolve())}
+        if self.cache:
+            record["cache"] = {"folder": str(self.cache.folder.resolve()), "variants": self.cache.manifest.job.variants,
+                               "precision": self.cache.manifest.job.precision}
+        return record
 
 
 TASKS = {"autoencoder": AutoencoderTask, "diffusion": DiffusionTask}
