@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from curate.score import embed, weights
 
@@ -33,9 +33,11 @@ FIRST = {"improved_mlp": "layers.0.weight", "linear": "weight"}
 class AestheticConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["improved_mlp", "linear"] = "improved_mlp"
-    weights: str  # a local .pth state dict in ``format``
-    min_score: float | None = None  # keep only records scoring above this; None records without filtering
+    format: Literal["improved_mlp", "linear"] = Field("improved_mlp", description=(
+        "LAION's improved aesthetic predictor (MLP) or its older linear head."))
+    weights: str = Field(description="A local .pth state dict in `format`.")
+    min_score: float | None = Field(None, description=(
+        "Keep only records scoring above this; none records the score without filtering."))
 
     def describe(self) -> str:
         return f"laion-aesthetic-{self.format}:{self.weights}"

@@ -36,9 +36,10 @@ _LAYER = re.compile(r"^layers\.(\d+)\.weight$")
 class NsfwHeadConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["head"]
-    weights: str  # a local state dict in the format above
-    max_pnsfw: float | None = Field(None, ge=0, le=1)  # reject at or above; None records only
+    kind: Literal["head"] = Field(description="A trained classifier on the CLIP image embedding.")
+    weights: str = Field(description="A local state dict in the format above (`curate/score/nsfw.py`).")
+    max_pnsfw: float | None = Field(None, ge=0, le=1, description=(
+        "Reject at or above this p(nsfw); none records the score only."))
 
     def describe(self, spec: clip.ClipSpec) -> str:
         return f"nsfw-head:{self.weights} on {spec.describe()}"
@@ -47,13 +48,16 @@ class NsfwHeadConfig(BaseModel):
 class NsfwZeroShotConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["zero_shot"]
+    kind: Literal["zero_shot"] = Field(description=(
+        "No head: p(nsfw) is the softmax mass CLIP puts on the unsafe prompts, against the safe ones."))
     unsafe_prompts: list[str] = Field(default_factory=lambda: [
         "a sexually explicit photo", "a pornographic image", "a photo of graphic violence and gore"],
-        min_length=1)
+        min_length=1, description="Prompts describing unsafe content.")
     safe_prompts: list[str] = Field(default_factory=lambda: [
-        "a photo", "a painting", "a drawing", "a print", "a photo of an object", "a landscape"], min_length=1)
-    max_pnsfw: float | None = Field(None, ge=0, le=1)
+        "a photo", "a painting", "a drawing", "a print", "a photo of an object", "a landscape"], min_length=1,
+        description="Prompts describing safe content.")
+    max_pnsfw: float | None = Field(None, ge=0, le=1, description=(
+        "Reject at or above this p(nsfw); none records the score only."))
 
     def describe(self, spec: clip.ClipSpec) -> str:
         return (f"nsfw-zero-shot:{spec.describe()} ({len(self.unsafe_prompts)} unsafe / "

@@ -12,8 +12,9 @@ from curate import stages
 class ResolutionFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    min_side: int = Field(default=256, ge=1)
-    max_aspect_ratio: float = Field(default=3.0, ge=1.0)
+    min_side: int = Field(default=256, ge=1, description="Reject originals whose shorter side is below this.")
+    max_aspect_ratio: float = Field(default=3.0, ge=1.0, description=(
+        "Reject originals whose long side is more than this many times the short side."))
 
 
 @stages.register

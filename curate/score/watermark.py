@@ -32,10 +32,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class WatermarkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    weights: str  # a local watermark_model_v1.pt
-    max_pwatermark: float | None = Field(None, ge=0, le=1)  # reject at or above; None records only
-    batch_size: int = Field(16, ge=1)  # images per forward pass
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    weights: str = Field(description="A local watermark_model_v1.pt (LAION-5B's detector).")
+    max_pwatermark: float | None = Field(None, ge=0, le=1, description=(
+        "Reject at or above this p(watermark); none records the score only."))
+    batch_size: int = Field(16, ge=1, description="Images per forward pass.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when there is a GPU.")
 
     def describe(self) -> str:
         return f"laion-watermark-efficientnet_b3:{self.weights}"
