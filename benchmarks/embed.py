@@ -112,7 +112,7 @@ def main() -> None:
     # and on two busy cores two threads are slower and far noisier than one.
     torch.set_num_threads(args.threads)
     load_s, bare_s, bare_running = bare_loop(spec, jpegs, args.batch_size)
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         ray_s, steady_rate, rows = ray_stage(spec, blocks, args.batch_size, args.actor_cpus)

@@ -46,7 +46,9 @@ def ray_session(config: RunConfig, address: str | None) -> Iterator[None]:
     if address:
         ray.init(address=address)
     else:
-        ray.init(num_cpus=config.pipeline.ray.num_cpus, include_dashboard=False, log_to_driver=False)
+        # "local": a new Ray on this machine even when a `ray start` head runs here (ray.init would join it).
+        ray.init(address="local", num_cpus=config.pipeline.ray.num_cpus, include_dashboard=False,
+                 log_to_driver=False)
     # Ray Data's bars on a terminal; elsewhere (a log file, CI) curate.progress writes plain lines.
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     try:

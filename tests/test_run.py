@@ -101,7 +101,7 @@ def test_shards_hold_only_allowed_licenses_with_provenance(demo_out):
 def test_ray_reads_the_shards(demo_out):
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         rows = ray.data.read_webdataset(str(demo_out / "shards"), file_extensions=["tar"], decoder=None).take_all()
     finally:

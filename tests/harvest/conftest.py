@@ -110,6 +110,11 @@ class RecordedAPI:
                 try:
                     reply = api._reply(seen)
                     time.sleep(reply.delay)
+                finally:
+                    # Counted closed before the answer leaves: the client can only start its next request
+                    # once it has the answer, so a handler thread still finishing never counts as open.
+                    api._closed()
+                try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
@@ -118,8 +123,6 @@ class RecordedAPI:
                     self.wfile.write(reply.body[:reply.cut_at])
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up on a slow page, as it should
-                finally:
-                    api._closed()
 
             def log_message(self, *args: Any) -> None:
                 pass
