@@ -21,9 +21,9 @@ log = logging.getLogger("cleanroom.progress")
 
 
 def rows_written(folder: Path) -> int:
-    """Rows in the finished parquet files of ``folder`` (files still being written are skipped)."""
+    """Rows in the finished parquet files under ``folder`` (files still being written are skipped)."""
     total = 0
-    for path in folder.glob("*.parquet"):
+    for path in folder.rglob("*.parquet"):  # partitioned steps (shards) write into subfolders
         try:
             total += pq.read_metadata(path).num_rows
         except (OSError, ValueError):  # a file Ray has not finished writing yet
