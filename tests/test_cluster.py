@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -34,6 +35,7 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # two demo runs: the local reference (demo_out) and the cluster's
 def test_the_demo_on_two_nodes_decides_every_record_as_a_local_run_does(tmp_path, demo_out):
     import ray
     from ray.cluster_utils import Cluster
@@ -55,14 +57,17 @@ def test_the_demo_on_two_nodes_decides_every_record_as_a_local_run_does(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_a_run_submitted_as_a_ray_job_finishes(tmp_path):
     if not RAY.exists():
         pytest.fail(f"{RAY} is missing: install the cluster extra (pip install -c constraints.txt '.[cluster]')")
-    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray")}
+    # Ray's socket paths live under its temp folder and may not exceed 107 bytes: pytest's tmp_path is too deep.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
     port, dashboard = free_port(), free_port()
     subprocess.run([str(RAY), "start", "--head", "--num-cpus", "2", "--port", str(port), "--node-ip-address",
                     "127.0.0.1", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-                    "--temp-dir", str(tmp_path / "ray"), "--disable-usage-stats"], check=True, env=env, timeout=180)
+                    "--temp-dir", str(ray_tmp), "--disable-usage-stats"], check=True, env=env, timeout=180)
     out = tmp_path / "out"
     try:
         submitted = subprocess.run(
@@ -71,7 +76,7 @@ def test_a_run_submitted_as_a_ray_job_finishes(tmp_path):
             capture_output=True, text=True, env=env, timeout=1200)
     finally:
         subprocess.run([str(RAY), "stop", "--force"], env=env, timeout=120)
-        shutil.rmtree(tmp_path / "ray", ignore_errors=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "succeeded" in submitted.stdout
     folder = RunFolder(out)
