@@ -7,6 +7,7 @@ nodes share this machine's filesystem, as they must share OUT on a real cluster 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -63,7 +64,8 @@ def test_a_run_submitted_as_a_ray_job_finishes(tmp_path):
         pytest.fail(f"{RAY} is missing: install the cluster extra (pip install -c constraints.txt '.[cluster]')")
     # Ray's socket paths live under its temp folder and may not exceed 107 bytes: pytest's tmp_path is too deep.
     ray_tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
+    # Ray's token authentication, as a real head should run: the head and the job CLI share the token.
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     port, dashboard = free_port(), free_port()
     subprocess.run([str(RAY), "start", "--head", "--num-cpus", "2", "--port", str(port), "--node-ip-address",
                     "127.0.0.1", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
