@@ -21,9 +21,8 @@ from typing import Any, Iterator
 
 import httpx
 
-from curate.harvest.client import Page, PoliteClient, Transient, json_body
-from curate.harvest.met import GONE
-from curate.harvest.pull import RAW_INDEX, Request, Step
+from curate.harvest.client import PoliteClient, Transient, json_body
+from curate.harvest.pull import RAW_INDEX, Request, Step, fetch_objects
 
 OUTPUT = "objects.jsonl"
 ROOT = "https://data.getty.edu/museum/collection"  # where the stream's own links point
@@ -47,22 +46,8 @@ def steps(client: PoliteClient, request: Request, state: dict[str, Any] | None, 
         seen.update(fresh)
         page_url = _rebased(following, request) if following else None
         step = Step(state={"page": page_url} if page_url else None, pages=[(page.url, page.body, ".json")])
-        _fetch(client, request, fresh, step)
+        fetch_objects(client, [(uri, _rebased(uri, request)) for uri in fresh], _linked_art, step)
         yield step
-
-
-def _fetch(client: PoliteClient, request: Request, uris: list[str], step: Step) -> None:
-    """Each object into ``step``: its record and raw page, or its failure when it is gone."""
-    results = client.get_many([(_rebased(uri, request), {}) for uri in uris], parse=_linked_art)
-    failed = [result for result in results if not isinstance(result, Page)]
-    if uris and len(failed) == len(uris) and not any(f.status in GONE for f in failed):
-        raise failed[0]  # refused or down, not deleted objects: a re-run asks this page again
-    for uri, result in zip(uris, results):
-        if isinstance(result, Page):
-            step.pages.append((result.url, result.body, ".json"))
-            step.records.append(result.value)
-        else:
-            step.failures.append(result.record(id=uri))
 
 
 def _linked_art(response: httpx.Response) -> dict[str, Any]:

@@ -16,13 +16,11 @@ from typing import Any, Iterator
 
 import httpx
 
-from curate.harvest.client import Page, PoliteClient, Transient, json_body
-from curate.harvest.pull import Request, Step
+from curate.harvest.client import PoliteClient, Transient, json_body
+from curate.harvest.pull import Request, Step, fetch_objects
 
 OUTPUT = "objects.jsonl"
 IDS = "object-ids.json"
-# The API lists some ids it does not serve: those objects are failures, the harvest goes on.
-GONE = frozenset({404, 410})
 
 
 def steps(client: PoliteClient, request: Request, state: dict[str, Any] | None, out: Path) -> Iterator[Step]:
@@ -38,19 +36,9 @@ def steps(client: PoliteClient, request: Request, state: dict[str, Any] | None, 
     index = state["index"]
     while index < len(ids):
         batch = ids[index:index + request.settings.page_size]
-        results = client.get_many([(f"{request.base_url}/objects/{object_id}", {}) for object_id in batch],
-                                  parse=_object)
+        step = Step(state={"index": index + len(batch)} if index + len(batch) < len(ids) else None)
+        fetch_objects(client, [(i, f"{request.base_url}/objects/{i}") for i in batch], _object, step)
         index += len(batch)
-        step = Step(state={"index": index} if index < len(ids) else None)
-        failed = [result for result in results if not isinstance(result, Page)]
-        if len(failed) == len(batch) and not any(f.status in GONE for f in failed):
-            raise failed[0]  # refused or down, not missing objects: stop here, a re-run asks this batch again
-        for object_id, result in zip(batch, results):
-            if isinstance(result, Page):
-                step.pages.append((result.url, result.body, ".json"))
-                step.records.append(result.value)
-            else:
-                step.failures.append(result.record(id=object_id))
         yield step
 
 

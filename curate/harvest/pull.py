@@ -29,7 +29,7 @@ from typing import Any, Iterator, Protocol
 import yaml
 
 from curate.harvest import HARVESTERS
-from curate.harvest.client import PoliteClient, RequestFailed
+from curate.harvest.client import Page, PoliteClient, RequestFailed
 from curate.harvest.cursor import Cursor, Identity
 from curate.harvest.settings import HarvestSettings
 from curate.io import write_bytes_atomic, write_text_atomic
@@ -62,6 +62,28 @@ class Step:
     pages: list[tuple[str, bytes, str]] = field(default_factory=list)  # (reported url, body, file suffix)
     failures: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)  # name under OUT -> content
+
+
+# Objects a listing names but the API no longer serves: failures, and the harvest goes on.
+GONE = frozenset({404, 410})
+
+
+def fetch_objects(client: PoliteClient, objects: list[tuple[Any, str]], parse: Any, step: Step) -> None:
+    """GET each ``(id, url)`` into ``step``: its record and raw page, or its failure when it is gone.
+
+    A batch refused in full for another reason (403, or 5xx after retries) raises: the API is down or
+    refusing, and a re-run asks this batch again.
+    """
+    results = client.get_many([(url, {}) for _, url in objects], parse=parse)
+    failed = [result for result in results if not isinstance(result, Page)]
+    if objects and len(failed) == len(objects) and not any(f.status in GONE for f in failed):
+        raise failed[0]
+    for (ident, _), result in zip(objects, results):
+        if isinstance(result, Page):
+            step.pages.append((result.url, result.body, ".json"))
+            step.records.append(result.value)
+        else:
+            step.failures.append(result.record(id=ident))
 
 
 class Harvester(Protocol):
