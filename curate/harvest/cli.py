@@ -1,4 +1,5 @@
-"""``cleanroom sources pull SOURCE --out DIR [--limit N] [--query Q] [--base-url URL] [--contact C]``.
+"""``cleanroom sources pull SOURCE --out DIR [--limit N] [--query Q] [--base-url URL] [--contact C]
+[--from-dump FILE|URL]``.
 
 Wired into ``curate.cli`` by ``add_commands``; the harvest modules are imported only when a pull runs.
 """
@@ -23,6 +24,9 @@ def add_commands(subparsers: Any) -> None:
     pull.add_argument("--query", help="what to harvest, in the source's terms (see docs/sources.md); "
                                       "default: the whole collection")
     pull.add_argument("--base-url", help="API root to ask instead of the manifest's (a mirror, a test server)")
+    pull.add_argument("--from-dump", metavar="FILE|URL", help="read the source's published data dump instead of "
+                      "its API (met: MetObjects.csv, whose public-domain ids are then asked of the API; cleveland: "
+                      "data.json; aic: the artic-api-data tar); a URL is downloaded to OUT/raw/dump/ first")
     pull.add_argument("--contact", help="e-mail or URL sent in the User-Agent (default: harvest.contact "
                                         "of the manifest)")
     pull.set_defaults(handler=_pull)
@@ -39,7 +43,7 @@ def _pull(args: argparse.Namespace) -> int:
     if args.base_url:
         settings = settings.model_copy(update={"base_url": args.base_url})
     summary = pull(manifest.source, manifest.adapter, settings, Path(args.out), query=args.query, limit=args.limit,
-                   contact=args.contact)
+                   contact=args.contact, dump=args.from_dump)
     print(json.dumps({"source": summary.source, "out": str(summary.out.resolve()), "records": summary.records,
                       "failures": summary.failures, "pages": summary.pages, "complete": summary.complete,
                       "stopped_by": summary.stopped_by}, indent=2))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -31,11 +32,13 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from curate.harvest.settings import HarvestSettings
-from curate.io import atomic_path
+from curate.io import atomic_path, write_text_atomic
 
 # Asked again after a backoff; 429 and 503 are how servers say "slow down" and carry Retry-After.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MASK = "***"
+_SLACK_S = 1e-6  # a start time this close is now: a float sum's rounding must not cost another sleep
+PART = ".part"  # a resumable download's bytes so far; PART + ".json": what they are part of
 
 log = logging.getLogger("cleanroom.harvest")
 
@@ -119,32 +122,31 @@ class HostLimiter:
         self._interval = 1.0 / settings.requests_per_second
         self._open = threading.BoundedSemaphore(settings.concurrency)
         self._lock = threading.Lock()
-        self._next = self._held = float("-inf")
+        self._next = float("-inf")
         self._clock, self._sleep = clock, sleep
 
     @contextmanager
     def slot(self) -> Iterator[None]:
         with self._open:
-            # A request already waiting for its turn when another is told to back off waits for that too.
-            while self._wait_turn():
-                pass
+            self._wait_turn()
             yield
 
-    def _wait_turn(self) -> bool:
-        """Reserve a start time and wait for it (outside the lock); True when a hold now runs past it."""
-        with self._lock:
-            now = self._clock()
-            start = max(now, self._next)
-            self._next = start + self._interval
-        if start > now:
-            self._sleep(start - now)
-        with self._lock:
-            return self._held > self._clock()
+    def _wait_turn(self) -> None:
+        """Wait for the host's next start time, then take it. Starts are spaced from when requests really
+        start, so a thread the scheduler wakes late does not start together with the next one; and a hold
+        placed while a request waits moves the time it waits for."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                if self._next - now <= _SLACK_S:
+                    self._next = now + self._interval
+                    return
+                wait = self._next - now
+            self._sleep(wait)
 
     def hold(self, seconds: float) -> None:
         with self._lock:
-            self._held = max(self._held, self._clock() + seconds)
-            self._next = max(self._next, self._held)
+            self._next = max(self._next, self._clock() + seconds)
 
 
 class PoliteClient:
@@ -188,9 +190,14 @@ class PoliteClient:
 
         return self._politely(url, params, shown, page)
 
-    def download(self, url: str, path: Path) -> int:
+    def download(self, url: str, path: Path, *, resume: bool = False) -> int:
         """Stream ``url`` into ``path`` (written atomically: a cut-off download leaves no file) politely;
-        returns its size in bytes. For published files too large to hold in memory (NGA's CSVs)."""
+        returns its size in bytes. For published files too large to hold in memory (NGA's CSVs).
+
+        With ``resume`` (dumps of hundreds of megabytes) what arrived is kept in ``path.part`` instead,
+        and the next attempt, or the next pull, asks only for the rest (see ``_resume``)."""
+        if resume:
+            return self._resume(url, path)
 
         def save(response: httpx.Response) -> int:
             _check_status(response, read=True)
@@ -205,13 +212,57 @@ class PoliteClient:
 
         return self._politely(url, {}, url, save)
 
-    def _politely(self, url: str, params: dict[str, Any], shown: str, handle: Callable[[httpx.Response], Any]) -> Any:
-        """``handle`` the streamed response of GET ``url``, with the host's rate, concurrency and backoff."""
+    def _resume(self, url: str, path: Path) -> int:
+        """Download ``url`` into ``path`` by a Range request from the end of ``path.part``. The part's
+        validator (a strong ETag, else Last-Modified) goes in If-Range, so a server whose file changed
+        since sends it whole (200), which starts the part again, as does a server that ignores ranges;
+        a 206 that does not continue the part, or is of a file of another length, starts it again too."""
+        part, about = path.with_name(path.name + PART), path.with_name(path.name + PART + ".json")
+
+        def have() -> int:
+            return part.stat().st_size if part.is_file() else 0
+
+        def headers() -> dict[str, str]:
+            if not have() or not about.is_file():
+                return {}
+            validator = json.loads(about.read_text(encoding="utf-8")).get("validator")
+            return {"Range": f"bytes={have()}-", **({"If-Range": validator} if validator else {})}
+
+        def save(response: httpx.Response) -> int:
+            kept, status = have(), response.status_code
+            total = _range_total(response.headers.get("Content-Range"))
+            if status == 416 and about.is_file() and total == _known_length(about) == kept:
+                return kept  # the part was whole already: killed before it was renamed
+            if status == 416:
+                part.unlink(missing_ok=True)
+                raise Transient("HTTP 416: the kept part does not fit the file; starting it again", status=status)
+            _check_status(response, read=True)
+            if status == 206:
+                start = _range_start(response.headers.get("Content-Range"))
+                if start != kept or total != _known_length(about):
+                    part.unlink(missing_ok=True)
+                    raise Transient(f"HTTP 206 of bytes from {start} of {total}, not from {kept} of "
+                                    f"{_known_length(about)}: starting the download again", status=status)
+            else:  # the whole file: the server ignores ranges, the file changed, or nothing was kept
+                part.unlink(missing_ok=True)  # first: old bytes must never sit under the new file's validator
+                write_text_atomic(json.dumps({"url": url, "validator": _validator(response.headers),
+                                              "length": _length(response.headers)}), about)
+            return _append_body(response, part, "ab" if status == 206 else "wb")
+
+        size = self._politely(url, {}, url, save, headers)
+        os.replace(part, path)
+        about.unlink(missing_ok=True)
+        return size
+
+    def _politely(self, url: str, params: dict[str, Any], shown: str, handle: Callable[[httpx.Response], Any],
+                  headers: Callable[[], dict[str, str]] = dict) -> Any:
+        """``handle`` the streamed response of GET ``url``, with the host's rate, concurrency and backoff;
+        ``headers`` are asked for anew at each attempt (a resumed download's Range)."""
         limiter = self._limiter(urlsplit(url).netloc)
         for attempt in range(1, self.settings.retries + 2):
             with limiter.slot():
                 try:
-                    with self._http.stream("GET", url, params=params) as response:
+                    with self._http.stream("GET", url, params=params, headers=headers()) as response:
                         return handle(response)
                 except httpx.TimeoutException as e:
                     problem = Transient(f"timeout after {self.settings.timeout_s}s ({type(e).__name__})")
@@ -255,11 +306,15 @@ class PoliteClient:
             return self._hosts[host]
 
     def _backoff(self, attempt: int, asked: float | None) -> float:
-        """About ``backoff_s * 2**attempt`` (the upper half random, so clients that failed together do not
-        return together), capped at ``backoff_max_s``; never less than the server asked."""
-        delay = min(self.settings.backoff_max_s, self.settings.backoff_s * 2 ** attempt)
-        jittered = delay / 2 + self._rng.uniform(0, delay / 2)
-        return max(jittered, asked or 0.0)
+        return backoff(attempt, asked, self.settings.backoff_s, self.settings.backoff_max_s, self._rng)
+
+
+def backoff(attempt: int, asked: float | None, backoff_s: float, backoff_max_s: float, rng: random.Random) -> float:
+    """About ``backoff_s * 2**attempt`` (the upper half random, so clients that failed together do not
+    return together), capped at ``backoff_max_s``; never less than the server asked."""
+    delay = min(backoff_max_s, backoff_s * 2 ** attempt)
+    jittered = delay / 2 + rng.uniform(0, delay / 2)
+    return max(jittered, asked or 0.0)
 
 
 def _check_status(response: httpx.Response, read: bool = False) -> None:
@@ -271,6 +326,49 @@ def _check_status(response: httpx.Response, read: bool = False) -> None:
     if status in RETRY_STATUSES:
         raise Transient(f"HTTP {status}", retry_after(response.headers.get("Retry-After")), status, body)
     raise Unusable(f"HTTP {status}", status, body)
+
+
+def _append_body(response: httpx.Response, part: Path, mode: str) -> int:
+    """Write the body to ``part`` (``mode`` "ab": after what it holds); what arrived before a cut stays."""
+    with open(part, mode) as f:
+        try:
+            for chunk in response.iter_bytes():
+                f.write(chunk)
+        except httpx.TransportError as e:
+            raise Transient(f"download cut off at byte {f.tell()}: {type(e).__name__}: {e}; the next attempt asks "
+                            f"for the rest", status=response.status_code) from None
+        finally:
+            f.flush()
+            os.fsync(f.fileno())
+        return f.tell()
+
+
+def _validator(headers: httpx.Headers) -> str | None:
+    """What If-Range may carry: a strong ETag (a weak one is not allowed there), else Last-Modified."""
+    etag = headers.get("ETag")
+    return etag if etag and not etag.startswith("W/") else headers.get("Last-Modified")
+
+
+def _length(headers: httpx.Headers) -> int | None:
+    value = headers.get("Content-Length", "")
+    return int(value) if value.isdigit() else None
+
+
+def _known_length(about: Path) -> int | None:
+    return json.loads(about.read_text(encoding="utf-8")).get("length") if about.is_file() else None
+
+
+def _range_start(value: str | None) -> int | None:
+    """The first byte of ``Content-Range: bytes START-END/TOTAL``."""
+    unit, _, spec = (value or "").partition(" ")
+    start = spec.split("-", 1)[0]
+    return int(start) if unit == "bytes" and start.isdigit() else None
+
+
+def _range_total(value: str | None) -> int | None:
+    """TOTAL of ``Content-Range: bytes START-END/TOTAL`` or ``bytes */TOTAL``; None when unknown (``*``)."""
+    total = (value or "").rpartition("/")[2]
+    return int(total) if total.isdigit() else None
 
 
 def reported_url(url: str, params: dict[str, Any], secret: Sequence[str]) -> str:

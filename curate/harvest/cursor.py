@@ -33,6 +33,7 @@ class Identity(BaseModel):
     base_url: str
     query: str | None
     params: dict[str, str | list[str]]
+    dump: str | None = None  # the dump read instead of the API (--from-dump): a file's path or a URL
 
 
 class Cursor(BaseModel):

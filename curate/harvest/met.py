@@ -6,6 +6,11 @@
 adapter reads. An object the API does not serve (404) is a line in ``failures.jsonl``; a batch
 of which every object failed otherwise (403, 5xx past the retries) stops the pull there.
 The API asks for at most 80 requests a second (https://metmuseum.github.io/).
+
+``--from-dump MetObjects.csv|URL``: the ids come from the museum's open-access CSV
+(github.com/metmuseum/openaccess) instead of the object list: only rows whose ``Is Public
+Domain`` is ``True`` are asked for, a batch at a time as the CSV is read (it is never held
+whole); the cursor holds the byte offset in the CSV after the last row of the last batch.
 """
 
 from __future__ import annotations
@@ -16,11 +21,16 @@ from typing import Any, Iterator
 
 import httpx
 
+from curate.harvest import dumps
 from curate.harvest.client import PoliteClient, Transient, json_body
-from curate.harvest.pull import Request, Step, fetch_objects
+from curate.harvest.pull import DUMP_FOLDER, Request, Step, fetch_objects
 
 OUTPUT = "objects.jsonl"
 IDS = "object-ids.json"
+DUMP = "MetObjects.csv"
+DUMP_ASKS_API = True
+ID, PUBLIC_DOMAIN = "Object ID", "Is Public Domain"
+FLAGS = {"True": True, "False": False}
 
 
 def steps(client: PoliteClient, request: Request, state: dict[str, Any] | None, out: Path) -> Iterator[Step]:
@@ -40,6 +50,40 @@ def steps(client: PoliteClient, request: Request, state: dict[str, Any] | None, 
         fetch_objects(client, [(i, f"{request.base_url}/objects/{i}") for i in batch], _object, step)
         index += len(batch)
         yield step
+
+
+def dump_steps(client: PoliteClient, request: Request, state: dict[str, Any] | None, out: Path) -> Iterator[Step]:
+    path = dumps.obtain(client, request.dump, out / DUMP_FOLDER, DUMP)
+    size = dumps.size_of(path, state)
+    rows = dumps.csv_rows(path, (state or {}).get("offset", 0), (ID, PUBLIC_DOMAIN), "the Met's open-access CSV")
+    counts = {key: (state or {}).get(key, 0) for key in ("rows", "public_domain")}
+    while True:
+        batch, step = [], Step(state=None)
+        for row, start, offset in rows:
+            counts["rows"] += 1
+            object_id, public_domain = _csv_id(row, start, path, step)
+            if public_domain and object_id is not None:
+                counts["public_domain"] += 1
+                batch.append(object_id)
+                if len(batch) == request.settings.page_size:
+                    step.state = {"offset": offset, "size": size, **counts}
+                    break
+        fetch_objects(client, [(i, f"{request.base_url}/objects/{i}") for i in batch], _object, step)
+        yield step
+        if step.state is None:
+            return
+
+
+def _csv_id(row: dict[str, str], start: int, path: Path, step: Step) -> tuple[int | None, bool]:
+    """A row's object id and whether it is public domain; a row whose flag does not read, or a public one whose
+    id does not, is a failure in ``step`` (a row that is not public domain is never asked for: its id is moot)."""
+    value, flag = row.get(ID, "").strip(), FLAGS.get(row.get(PUBLIC_DOMAIN, "").strip())
+    object_id = int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None
+    if flag is None or (flag and object_id is None):
+        step.failures.append({"reason": "malformed_row", "file": path.name, "byte": start,
+                              "detail": f"{ID}={row.get(ID)!r}, {PUBLIC_DOMAIN}={row.get(PUBLIC_DOMAIN)!r}: expected "
+                                        f"a positive integer and True or False"})
+    return object_id, bool(flag)
 
 
 def _listing(request: Request) -> tuple[str, dict[str, str]]:

@@ -12,8 +12,11 @@ Layout of a harvest folder::
 A harvester module (``curate.harvest.<adapter>``) has ``OUTPUT``, the file its adapter reads,
 ``steps(client, request, state, out)``, which yields ``Step``s from ``state`` on, and
 ``NEEDS_KEY = True`` when its API takes requests only with a key, ``APPENDS = False`` when it
-downloads whole files instead of appending records (NGA); this module owns writing the steps,
-the cursor, ``--limit`` and the summary.
+downloads whole files instead of appending records (NGA), and ``dump_steps`` (same signature)
+when it can read the source's published dump instead (``--from-dump``, see
+``curate.harvest.dumps``), with ``DUMP_ASKS_API = True`` when that dump only lists what to ask the
+API for (the Met's CSV); this module owns writing the steps, the cursor, ``--limit`` and the
+summary.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import yaml
 
-from curate.harvest import HARVESTERS
+from curate.harvest import HARVESTERS, dumps
 from curate.harvest.client import Page, PoliteClient, RequestFailed
 from curate.harvest.cursor import Cursor, Identity
 from curate.harvest.settings import HarvestSettings
@@ -37,6 +40,7 @@ from curate.io import write_bytes_atomic, write_text_atomic
 FAILURES = "failures.jsonl"
 RAW = "raw"
 RAW_INDEX = f"{RAW}/index.jsonl"
+DUMP_FOLDER = f"{RAW}/dump"  # a dump given as a URL is downloaded here, and kept
 SETTINGS = "harvest.yaml"
 PAGES_PER_FOLDER = 1000
 
@@ -51,6 +55,7 @@ class Request:
     query: str | None
     settings: HarvestSettings
     api_key: str | None = None
+    dump: str | None = None  # the published dump to read (a file's absolute path, or a URL)
 
 
 @dataclass
@@ -86,6 +91,9 @@ def fetch_objects(client: PoliteClient, objects: list[tuple[Any, str]], parse: A
             step.failures.append(result.record(id=ident))
 
 
+Steps = Callable[[PoliteClient, Request, "dict[str, Any] | None", Path], Iterator[Step]]
+
+
 class Harvester(Protocol):
     OUTPUT: str
 
@@ -118,17 +126,23 @@ def harvester(adapter: str) -> Harvester:
 
 
 def pull(source: str, adapter: str, settings: HarvestSettings, out: Path, *, query: str | None = None,
-         limit: int | None = None, contact: str | None = None, client: PoliteClient | None = None) -> Summary:
-    """Harvest into ``out`` (continuing the harvest already there); ``client`` is for tests (injected time)."""
+         limit: int | None = None, contact: str | None = None, client: PoliteClient | None = None,
+         dump: str | None = None) -> Summary:
+    """Harvest into ``out`` (continuing the harvest already there), from the API or, given ``dump`` (a
+    file or a URL), from the source's published dump; ``client`` is for tests (injected time)."""
     module = harvester(adapter)
-    if not settings.base_url:
+    steps = module.steps
+    if dump is not None:
+        steps = _dump_steps(source, module, query)
+        dump = dumps.normalized(dump)
+    if not settings.base_url and (dump is None or getattr(module, "DUMP_ASKS_API", False)):
         raise ValueError(f"source {source}: no API base URL: set harvest.base_url in its manifest or pass --base-url")
     if getattr(module, "NEEDS_KEY", False) and not settings.api_key_env:
         raise ValueError(f"source {source}: its API needs a key: name the environment variable that holds it in "
                          f"harvest.api_key_env of its manifest")
-    request = Request(settings.base_url.rstrip("/"), query, settings, _api_key(source, settings))
+    request = Request((settings.base_url or "").rstrip("/"), query, settings, _api_key(source, settings), dump)
     identity = Identity(source=source, harvester=adapter, base_url=request.base_url, query=query,
-                        params=settings.params)
+                        params=settings.params, dump=dump)
     out.mkdir(parents=True, exist_ok=True)
     appended = (FAILURES, RAW_INDEX) + ((module.OUTPUT,) if getattr(module, "APPENDS", True) else ())
     cursor = Cursor.open(out, identity, appended=appended)
@@ -139,7 +153,7 @@ def pull(source: str, adapter: str, settings: HarvestSettings, out: Path, *, que
     stopped_by = None
     with client:
         try:
-            _run(module, client, request, cursor, out, limit)
+            _run(module, steps, client, request, cursor, out, limit)
         except RequestFailed as e:  # a listing page the harvest cannot go past; a re-run asks again
             _append(out, cursor, FAILURES, [e.record(step=cursor.state)])
             cursor.failures += 1
@@ -150,11 +164,22 @@ def pull(source: str, adapter: str, settings: HarvestSettings, out: Path, *, que
                    stopped_by)
 
 
-def _run(module: Harvester, client: PoliteClient, request: Request, cursor: Cursor, out: Path,
+def _dump_steps(source: str, module: Harvester, query: str | None) -> Steps:
+    if not hasattr(module, "dump_steps"):
+        readers = sorted(name for name, path in HARVESTERS.items() if hasattr(importlib.import_module(path),
+                                                                                   "dump_steps"))
+        raise ValueError(f"source {source}: no harvest from a dump (--from-dump is for {', '.join(readers)}); "
+                         f"pull it from its API")
+    if query is not None:
+        raise ValueError(f"source {source}: a dump is the whole collection; a pull --from-dump takes no --query")
+    return module.dump_steps
+
+
+def _run(module: Harvester, steps: Steps, client: PoliteClient, request: Request, cursor: Cursor, out: Path,
          limit: int | None) -> None:
     if cursor.done or (limit is not None and cursor.records >= limit):
         return
-    for step in module.steps(client, request, cursor.state, out):
+    for step in steps(client, request, cursor.state, out):
         fresh = step.records[cursor.skip:]
         room = len(fresh) if limit is None else limit - cursor.records
         taken = fresh[:room]
