@@ -11,9 +11,13 @@ for the boxes Pillow skips, before the image is re-encoded from its pixels alone
   ``prompt`` and ``workflow``, NovelAI's ``Comment``) and AUTOMATIC1111's EXIF UserComment
   in its JPEG and WebP files;
 - C2PA manifest stores (JUMBF in JPEG APP11, PNG ``caBX``, WebP ``C2PA``): the actions of
-  their ``c2pa.actions`` assertions. The claim's signature, certificate and hash bindings
-  are NOT verified (no C2PA validator is installed): a manifest is taken as what it says,
-  which only ever rejects an image, never admits one.
+  their ``c2pa.actions`` assertions (read with cbor2 from every manifest of the store), and
+  what the C2PA SDK (c2pa-python's ``Reader``) says of the active manifest's claim signature,
+  certificate and hash bindings: ``valid`` (no trust list is configured, so a valid signer
+  is not a trusted one), ``invalid`` (with the failing checks' codes), or ``not verifiable``
+  (no claim or signature, a store the SDK cannot read). A manifest is taken as what it says
+  either way, which only ever rejects an image, never admits one: the verification is
+  evidence, not a condition.
 
 ``scan`` returns a JSON-able dict of what it found (empty when nothing): the ``rights``
 column of the fetch results, which the filters in ``curate.rights.filters`` decide from.
@@ -21,6 +25,7 @@ column of the fetch results, which the filters in ``curate.rights.filters`` deci
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import xml.etree.ElementTree as ET
@@ -46,6 +51,9 @@ COPYRIGHT_NOTICE = (2, 116)  # IPTC IIM dataset
 EXIF_IFD, USER_COMMENT = 0x8769, 0x9286
 MAX_XMP_BYTES = 4 << 20
 MAX_TEXT_SHOWN = 200
+C2PA_MEDIA_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+SIGNATURE_VALID, SIGNATURE_INVALID, NOT_VERIFIABLE = "valid", "invalid", "not verifiable"
+UNTRUSTED = "signingCredential.untrusted"  # the SDK's code for a signer no configured trust list names
 _JUMBF_DEPTH = 8
 
 
@@ -71,7 +79,7 @@ def scan(image: Image.Image, data: bytes) -> dict[str, Any]:
         found["generator"] = generators
     actions = c2pa_actions(image, data)
     if actions is not None:
-        found["c2pa"] = {"actions": actions, "verified": False}
+        found["c2pa"] = {"actions": actions, **c2pa_signature(image.format, data)}
     return found
 
 
@@ -208,6 +216,29 @@ def c2pa_actions(image: Image.Image, data: bytes) -> list[dict[str, Any]] | None
         if label.split("__")[0] in ("c2pa.actions", "c2pa.actions.v2"):
             actions.extend(_actions(boxes))
     return actions
+
+
+def c2pa_signature(image_format: str, data: bytes) -> dict[str, str]:
+    """The C2PA SDK's verdict on the file's active manifest: ``signature`` (valid, invalid or not
+    verifiable) and ``validation``, what it found in words (the failing checks' codes)."""
+    import c2pa
+
+    try:
+        reader = c2pa.Reader(C2PA_MEDIA_TYPES[image_format], io.BytesIO(data))
+        try:
+            state, results = reader.get_validation_state(), reader.get_validation_results() or {}
+        finally:
+            reader.close()
+    except Exception as e:  # noqa: BLE001  no claim, no signature, a store the SDK cannot parse
+        return {"signature": NOT_VERIFIABLE, "validation": f"{type(e).__name__}: {e}"[:MAX_TEXT_SHOWN]}
+    failed = [f.get("code", "?") for f in (results.get("activeManifest") or {}).get("failure", [])]
+    if state == "Trusted":
+        return {"signature": SIGNATURE_VALID, "validation": "signer on a configured trust list"}
+    if state == "Valid":
+        return {"signature": SIGNATURE_VALID, "validation": ("signer not on a trust list" if UNTRUSTED in failed
+                                                             else "signer not checked against a trust list")}
+    problems = [code for code in failed if code != UNTRUSTED]
+    return {"signature": SIGNATURE_INVALID, "validation": ", ".join(problems) or f"validation state {state}"}
 
 
 def _jumbf(image: Image.Image, data: bytes) -> bytes | None:

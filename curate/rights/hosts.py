@@ -126,6 +126,13 @@ class HostRules:
         refused = [t for t in tokens if not self._robots.can_fetch(url, t)]
         return f"{where} disallows {url} for user-agent {', '.join(refused)}" if refused else None
 
+    def crawl_delay(self, token: str) -> float | None:
+        """The seconds robots.txt asks ``token`` to wait between requests; None when it asks nothing."""
+        if self.row["robots_status"] != 200 or self.row["robots"] is None:
+            return None
+        delay = self._robots.crawl_delay(token)
+        return float(delay) if delay is not None else None
+
     @cached_property
     def _tdm(self) -> list[tdmrep.Rule] | str:
         if self.row["tdmrep_status"] != 200 or self.row["tdmrep"] is None:

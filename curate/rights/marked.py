@@ -4,8 +4,9 @@ For the demo corpus and the tests: an XMP packet with the IPTC/PLUS/XMP rights p
 a JPEG with it (APP1), an IPTC IIM copyright notice (APP13, Photoshop's 8BIM resource
 0x0404) and a C2PA manifest store (JUMBF in APP11); a PNG with generators' text chunks.
 The C2PA manifest has the store's shape (manifest store, manifest, assertion store,
-``c2pa.actions.v2`` as CBOR) but no claim or signature: enough for what we read, which
-does not verify signatures either.
+``c2pa.actions.v2`` as CBOR) but no claim or signature: enough for the actions we read, and
+what the C2PA SDK calls not verifiable (tests/rights/test_c2pa_signed.py signs real ones
+with c2pa-python's Builder).
 """
 
 from __future__ import annotations

@@ -84,7 +84,9 @@ def filters(root: Path) -> list:
 
 
 def candidates(urls: dict[str, str], keys) -> pa.Table:
-    return pa.table({"key": list(keys), "url": [urls[CASES[k][0]] + CASES[k][1] for k in keys]})
+    """As a run selects them: these records link no page (tests/rights/test_pages.py has those)."""
+    return pa.table({"key": list(keys), "url": [urls[CASES[k][0]] + CASES[k][1] for k in keys],
+                     "page_url": pa.nulls(len(keys), pa.string())})
 
 
 def test_host_rules_decide_before_any_image_is_requested_asking_each_host_once(hosts, tmp_path):
@@ -127,7 +129,8 @@ def test_the_token_a_source_fetches_with_is_checked_even_when_not_listed(tmp_pat
 
 def test_files_not_on_the_web_have_no_host_rules_and_pass(tmp_path):
     """The opt-in store's file:// URLs: no server publishes robots.txt or tdmrep.json for them."""
-    table = pa.table({"key": ["k"], "url": [(tmp_path / "a.jpg").as_uri()]})
+    table = pa.table({"key": ["k"], "url": [(tmp_path / "a.jpg").as_uri()],
+                      "page_url": [(tmp_path / "a.html").as_uri()]})
     checks = filters(tmp_path)
     left, decided = steps.before_fetch(table, checks, 1, "cleanroom")
     assert left["key"].to_pylist() == ["k"] and decided.num_rows == 0
@@ -164,7 +167,7 @@ def test_a_host_that_does_not_answer_is_taken_as_disallowed(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    table = pa.table({"key": ["k"], "url": [f"http://127.0.0.1:{port}/x.jpg"]})
+    table = pa.table({"key": ["k"], "url": [f"http://127.0.0.1:{port}/x.jpg"], "page_url": pa.nulls(1, pa.string())})
     pending, decided = steps.before_fetch(table, filters(tmp_path), 1, "cleanroom")
     assert pending.num_rows == 0
     assert decided.to_pylist()[0]["reason"] == "robots_disallowed"
