@@ -7,6 +7,13 @@ Layout of a fetch folder (one per source in a run)::
     settings.json        the FetchSettings this folder was fetched with
     images/              img2dataset's output: ``NNNNN.parquet`` per shard (metadata + the stored
                          image in ``jpg``), ``NNNNN_stats.json`` written after the parquet is closed
+    retry-N/             a resumed fetch's pass over the URLs whose last fate was retryable
+                         (``retryable``): its own ``candidates.parquet`` and ``images/``
+
+A resumed fetch first finishes any pass left unfinished (img2dataset resumes its shards);
+when every pass had finished, it asks again for the URLs that failed retryably, each at most
+``resume_retries`` times. A key's result is its row of the latest pass that has one, and
+``attempts`` counts the passes that asked for it: successful rows stay where they are.
 
 Why img2dataset's *parquet* output: one file per shard holds both the per-sample metadata
 (status, error_message, sha256, original size) and the encoded image in a ``jpg`` column,
@@ -26,24 +33,30 @@ img2dataset error messages ``"<reason>: <decoder message>"``.
 from __future__ import annotations
 
 import bisect
+import functools
 import importlib
+import math
 import os
 import re
 import signal
 import threading
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Iterable, Iterator, Literal
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curate import pixels, records, stages
 from curate.io import atomic_path, write_parquet_atomic, write_text_atomic
 from curate.rights.embedded import COLUMN as RIGHTS
+
+if TYPE_CHECKING:
+    from curate.rights.download import HostLimits
 
 STAGE = "fetch"
 stages.declare(STAGE, rejected={
@@ -63,6 +76,7 @@ CANDIDATES = "candidates.parquet"
 DECIDED = "decided.parquet"
 SETTINGS = "settings.json"
 IMAGES = "images"
+RETRY = "retry-"  # retry-1, retry-2, ...: the passes of resumed fetches
 # img2dataset writes a ``key`` column of its own (shard + row), so ours travels under this name.
 KEY_COLUMN = "record_key"
 ENCODE_COLUMN = "jpg"
@@ -80,6 +94,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field(RIGHTS, pa.string()),  # JSON: rights metadata of the original and its TDM headers (curate.rights)
         pa.field("image_file", pa.string()),  # where the stored image is: <source>/images/NNNNN.parquet ...
         pa.field("image_row", pa.int64()),  # ... and its row there (read_located reads it without a scan)
+        pa.field("attempts", pa.int32()),  # fetch passes that asked for the URL (the first, then each resume's)
     ]
 )
 _FETCHED_COLUMNS = tuple(RESULT_SCHEMA.names[1:])
@@ -101,6 +116,25 @@ class FetchSettings(BaseModel):
     thread_count: int = Field(8, ge=1, description="Download threads per process.")
     timeout: float = Field(10, gt=0, description="Seconds per request.")
     retries: int = Field(0, ge=0, description="Attempts after the first for a URL that failed.")
+    host_requests_per_second: float | None = Field(None, gt=0, description=(
+        "Image requests started per second to any one host, by the whole fetch; null: no limit. Each "
+        "download process keeps to this divided by the processes that run at once (processes_count, or "
+        "with ray the CPUs, and never more than the shards), its threads sharing one limiter per host."))
+    host_concurrency: int | None = Field(None, ge=1, description=(
+        "Image requests open at once to any one host, by the whole fetch; null: no limit. Divided like "
+        "host_requests_per_second among the processes that run at once, so at least processes_count."))
+    busy_retries: int = Field(3, ge=0, description=(
+        "Attempts after the first for an image answered 429 or 503, each after the server's Retry-After or "
+        "the backoff (the process sends that host nothing meanwhile); then it fails download_http_429 or "
+        "_503, which a resumed run asks again."))
+    backoff_s: float = Field(1.0, ge=0, description=(
+        "Backoff after a 429 or 503: about backoff_s * 2**attempt (half of it random), or the server's "
+        "longer Retry-After."))
+    backoff_max_s: float = Field(60, ge=0, description=(
+        "The longest backoff; a Retry-After asking for more fails the image at once (a resumed run asks again)."))
+    resume_retries: int = Field(2, ge=0, description=(
+        "Resumed runs that ask again for an image whose fetch failed retryably (a timeout, a connection "
+        "error, 429, 5xx; not a 404, a refusal or a file that does not decode); the results count its attempts."))
     user_agent_token: str = Field("cleanroom", description="Added to the User-Agent of every image request.")
     # img2dataset's own default.
     disallowed_header_directives: list[str] = Field(
@@ -117,13 +151,31 @@ class FetchSettings(BaseModel):
     max_pixels: int = Field(pixels.PILLOW_MAX_PIXELS, ge=1, le=pixels.PILLOW_MAX_PIXELS, description=(
         "Images with more pixels are rejected (too_many_pixels) from their header, before decoding."))
     number_sample_per_shard: int = Field(1000, ge=1, description="Images per fetch-results file under OUT/work.")
-    distributor: Literal["multiprocessing", "ray"] = Field("multiprocessing", description=(
+    distributor: Literal["auto", "multiprocessing", "ray"] = Field("auto", description=(
         "ray: each fetch shard is a task on the run's Ray, whose CPUs bound the parallelism "
-        "(processes_count is then unused)."))
+        "(processes_count is then unused); multiprocessing: processes on the driver's machine; auto: ray "
+        "when the run's Ray has more than one node (a cluster), else multiprocessing."))
+
+    @model_validator(mode="after")
+    def _a_request_per_process(self) -> "FetchSettings":
+        if (self.host_concurrency is not None and self.distributor != "ray"
+                and self.host_concurrency < self.processes_count):
+            raise ValueError(f"host_concurrency {self.host_concurrency} < processes_count {self.processes_count}: "
+                             "each download process needs at least one request open per host")
+        return self
 
     def target(self) -> pixels.Target:
         return pixels.Target(size=self.image_size, mode=self.resize_mode, only_if_bigger=self.resize_only_if_bigger,
                              quality=self.encode_quality, max_pixels=self.max_pixels)
+
+    def resolved(self) -> "FetchSettings":
+        """These settings with ``auto`` decided for the Ray this process runs in."""
+        if self.distributor != "auto":
+            return self
+        import ray
+
+        nodes = sum(node["Alive"] for node in ray.nodes()) if ray.is_initialized() else 1
+        return self.model_copy(update={"distributor": "ray" if nodes > 1 else "multiprocessing"})
 
     def img2dataset_args(self) -> dict:
         """The keyword arguments of ``img2dataset.download`` these settings stand for (all but ``target``)."""
@@ -162,7 +214,7 @@ def download(candidates: pa.Table, out_dir: Path, settings: FetchSettings, decid
     Runs img2dataset in this process's main thread: it installs a SIGINT handler, which
     Python allows only there (we restore the previous one afterwards).
     """
-    out_dir = Path(out_dir)
+    out_dir, settings = Path(out_dir), settings.resolved()
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError(f"fetch.download({out_dir}) must run in the main thread: "
                            "img2dataset installs a SIGINT handler")
@@ -173,9 +225,16 @@ def download(candidates: pa.Table, out_dir: Path, settings: FetchSettings, decid
     write_text_atomic(settings.model_dump_json(indent=2), out_dir / SETTINGS)
     if url_list.num_rows == 0:
         return out_dir
+    passes = _passes(out_dir)
+    if all(_finished(folder, settings) for folder in passes):  # a finished fetch: ask again what may answer now
+        retry = out_dir / f"{RETRY}{len(passes)}"
+        if _write_retry_list(out_dir, settings.resume_retries, retry / CANDIDATES):
+            passes.append(retry)
     sigint = signal.getsignal(signal.SIGINT)
     try:
-        _img2dataset(out_dir / CANDIDATES, out_dir / IMAGES, settings)
+        for folder in passes:
+            if not _finished(folder, settings):
+                _img2dataset(folder / CANDIDATES, folder / IMAGES, settings)
     finally:
         if sigint is not None:  # None: a handler not set from Python, nothing we can restore
             # img2dataset's handler would exit the whole process with status 0 on Ctrl-C.
@@ -212,6 +271,63 @@ def _write_candidates(url_list: pa.Table, path: Path) -> None:
     write_parquet_atomic(url_list, path)
 
 
+def _passes(out_dir: Path) -> list[Path]:
+    """The folders of the fetch's passes, in order: ``out_dir`` itself, then retry-1, retry-2, ..."""
+    retries = [d for d in out_dir.glob(f"{RETRY}*")
+               if d.name.removeprefix(RETRY).isdigit() and (d / CANDIDATES).exists()]
+    return [out_dir, *sorted(retries, key=lambda d: int(d.name.removeprefix(RETRY)))]
+
+
+def _shards(url_list: Path, settings: FetchSettings) -> int:
+    return math.ceil(pq.ParquetFile(url_list).metadata.num_rows / settings.number_sample_per_shard)
+
+
+def _finished(folder: Path, settings: FetchSettings) -> bool:
+    return len(list((folder / IMAGES).glob("*_stats.json"))) >= _shards(folder / CANDIDATES, settings)
+
+
+def _write_retry_list(out_dir: Path, resume_retries: int, path: Path) -> bool:
+    """The url list of the keys whose last fate is retryable and that were asked at most resume_retries times,
+    streamed to ``path``; False (and no file) when there is none."""
+    schema = pa.schema([pa.field(KEY_COLUMN, pa.string()), pa.field("url", pa.string())])
+    writer = None
+    with ExitStack() as stack:
+        for batch in _located_batches(out_dir):
+            again = [row for row in batch.to_pylist() if row["attempts"] is not None
+                     and row["attempts"] <= resume_retries and retryable(_result_row(out_dir, row)["reason"])]
+            if again and writer is None:
+                writer = stack.enter_context(pq.ParquetWriter(stack.enter_context(atomic_path(path)), schema))
+            if again:
+                writer.write_batch(pa.RecordBatch.from_pylist(again, schema=schema))
+    return writer is not None
+
+
+def processes_at_once(settings: FetchSettings, shards: int) -> int:
+    """How many download processes run at once: the per-host limits are shared among them."""
+    if settings.distributor == "ray":
+        import ray
+
+        # img2dataset's ray distributor: a 1-CPU task per shard
+        workers = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else os.cpu_count() or 1
+    else:
+        workers = settings.processes_count
+    return max(1, min(workers, shards))
+
+
+def host_limits(settings: FetchSettings, processes: int) -> HostLimits:
+    """One download process's share of the per-host limits."""
+    from curate.rights.download import HostLimits  # imports img2dataset
+
+    if settings.host_concurrency is not None and settings.host_concurrency < processes:
+        raise ValueError(f"fetch host_concurrency {settings.host_concurrency} is less than the {processes} "
+                         "download processes that run at once: each needs at least one request open per host")
+    rate = settings.host_requests_per_second
+    return HostLimits(requests_per_second=None if rate is None else rate / processes,
+                      concurrency=None if settings.host_concurrency is None else settings.host_concurrency // processes,
+                      busy_retries=settings.busy_retries, backoff_s=settings.backoff_s,
+                      backoff_max_s=settings.backoff_max_s)
+
+
 def _img2dataset(url_list: Path, output: Path, settings: FetchSettings) -> None:
     """``img2dataset.download`` with ``pixels.Normaliser`` as its resizer.
 
@@ -232,9 +348,11 @@ def _img2dataset(url_list: Path, output: Path, settings: FetchSettings) -> None:
 
     from curate.rights import download as rights_download  # imports img2dataset
 
-    # The Downloader too: it keeps the TDM response headers and our ``rights`` column (curate.rights.download).
+    # The Downloader too: it keeps the TDM response headers and our ``rights`` column, and asks politely
+    # (curate.rights.download).
+    limits = host_limits(settings, processes_at_once(settings, _shards(url_list, settings)))
     original, main.Resizer = main.Resizer, resizer
-    downloader, main.Downloader = main.Downloader, rights_download.Downloader
+    downloader, main.Downloader = main.Downloader, functools.partial(rights_download.Downloader, limits=limits)
     try:
         img2dataset.download(url_list=str(url_list), output_folder=str(output), **settings.img2dataset_args())
     finally:
@@ -278,6 +396,15 @@ def fate(error_message: str | None) -> tuple[str, str]:
     return records.FAILED, "download_error"
 
 
+_RETRYABLE_HTTP = re.compile(r"^download_http_(429|5\d\d)$")
+
+
+def retryable(reason: str) -> bool:
+    """Whether asking again may give another answer: a timeout, a connection error, a 429 or a 5xx.
+    Not a 404 or another 4xx, a site's refusal, or bytes that do not decode."""
+    return reason in ("download_timeout", "download_error") or bool(_RETRYABLE_HTTP.match(reason))
+
+
 def results(out_dir: Path) -> pa.Table:
     """One row per candidate of ``out_dir`` (RESULT_SCHEMA), read without image bytes."""
     return pa.Table.from_batches(list(_result_batches(Path(out_dir))), schema=RESULT_SCHEMA)
@@ -293,24 +420,39 @@ def write_results(out_dir: Path) -> Path:
 
 
 def _result_batches(out_dir: Path) -> Iterator[pa.RecordBatch]:
-    """The candidates joined with img2dataset's rows (by DuckDB, which spills), in key order, as result batches."""
-    con = duckdb.connect()
-    con.register("candidates", con.read_parquet(str(out_dir / CANDIDATES)).select(KEY_COLUMN))
-    files = _finished_files(out_dir)
-    if files:
-        columns = [KEY_COLUMN, "status", "error_message", "sha256", "original_width", "original_height", RIGHTS]
-        fetched = con.read_parquet(files, filename=True, file_row_number=True, union_by_name=True)
-        con.register("fetched", fetched.select(", ".join([*columns, "filename", "file_row_number"])))
-        joined = con.sql("SELECT * FROM candidates c LEFT JOIN fetched f USING (record_key) ORDER BY record_key")
-    else:
-        joined = con.sql("SELECT record_key FROM candidates ORDER BY record_key")
-    reader = joined.fetch_arrow_reader(BATCH_ROWS)
-    for batch in reader:
-        located = batch.to_pylist()
-        yield pa.RecordBatch.from_pylist([_result_row(out_dir, row) for row in located], schema=RESULT_SCHEMA)
+    """Every candidate's latest row, then the fates decided before download, as result batches in key order."""
+    for batch in _located_batches(out_dir):
+        yield pa.RecordBatch.from_pylist([_result_row(out_dir, row) for row in batch.to_pylist()], schema=RESULT_SCHEMA)
     if (out_dir / DECIDED).exists():
         for batch in pq.ParquetFile(out_dir / DECIDED).iter_batches(BATCH_ROWS):
             yield pa.RecordBatch.from_pylist(batch.to_pylist(), schema=RESULT_SCHEMA)
+
+
+_FETCHED_FIELDS = (KEY_COLUMN, "status", "error_message", "sha256", "original_width", "original_height", RIGHTS)
+
+
+def _located_batches(out_dir: Path) -> Iterator[pa.RecordBatch]:
+    """The candidates joined with the row of the latest pass that has one, with ``pass`` and ``attempts``
+    (by DuckDB, which spills), in key order."""
+    con = duckdb.connect()
+    con.register("candidates", con.read_parquet(str(out_dir / CANDIDATES)).select(f"{KEY_COLUMN}, url"))
+    parts, params = [], []
+    for number, folder in enumerate(_passes(out_dir)):
+        files = _finished_files(folder)
+        if files:
+            parts.append(f"SELECT {', '.join(_FETCHED_FIELDS)}, filename, file_row_number, ?::INTEGER AS pass "
+                         "FROM read_parquet(?, filename=true, file_row_number=true, union_by_name=true)")
+            params += [number, files]
+    if parts:
+        joined = con.sql(f"""
+            WITH fetched AS ({' UNION ALL BY NAME '.join(parts)}),
+            latest AS (SELECT *, count(*) OVER (PARTITION BY {KEY_COLUMN})::INTEGER AS attempts FROM fetched
+                       QUALIFY row_number() OVER (PARTITION BY {KEY_COLUMN} ORDER BY pass DESC) = 1)
+            SELECT * FROM candidates c LEFT JOIN latest l USING ({KEY_COLUMN}) ORDER BY {KEY_COLUMN}""",
+                         params=params)
+    else:
+        joined = con.sql(f"SELECT {KEY_COLUMN}, url FROM candidates ORDER BY {KEY_COLUMN}")
+    yield from joined.to_arrow_reader(BATCH_ROWS)
 
 
 def _result_row(out_dir: Path, row: dict) -> dict:
@@ -319,25 +461,28 @@ def _result_row(out_dir: Path, row: dict) -> dict:
         return dict(key=key, status=records.FAILED, reason="not_fetched", detail=NOT_FETCHED_DETAIL, stage=STAGE)
     if row["status"] != "success":
         status, reason = fate(row["error_message"] or row["status"])
-        return dict(key=key, status=status, reason=reason, detail=row["error_message"], stage=STAGE)
+        return dict(key=key, status=status, reason=reason, detail=row["error_message"], stage=STAGE,
+                    attempts=row["attempts"])
+    folder = f"{RETRY}{row['pass']}/{IMAGES}" if row["pass"] else IMAGES
     return dict(key=key, status=records.PENDING, reason="", detail=None, stage=None, sha256=row["sha256"],
                 original_width=row["original_width"], original_height=row["original_height"], rights=row[RIGHTS],
-                image_file=f"{out_dir.name}/{IMAGES}/{Path(row['filename']).name}", image_row=row["file_row_number"])
+                image_file=f"{out_dir.name}/{folder}/{Path(row['filename']).name}", image_row=row["file_row_number"],
+                attempts=row["attempts"])
 
 
 def empty_results() -> pa.Table:
     return RESULT_SCHEMA.empty_table()
 
 
-def _finished_files(out_dir: Path) -> list[str]:
-    """img2dataset's parquet files of the shards it finished (a stats file is written after the parquet)."""
-    folder = out_dir / IMAGES
+def _finished_files(folder: Path) -> list[str]:
+    """img2dataset's parquet files of the shards one pass finished (a stats file is written after the parquet)."""
+    folder = folder / IMAGES
     return [str(folder / f"{stats.name.removesuffix('_stats.json')}.parquet")
             for stats in sorted(folder.glob("*_stats.json"))]
 
 
 def _fetched(out_dir: Path, columns: list[str], where: pc.Expression | None = None) -> pa.Table | None:
-    files = _finished_files(out_dir)
+    files = [file for folder in _passes(out_dir) for file in _finished_files(folder)]
     if not files:
         return None
     return ds.dataset(files, format="parquet").to_table(columns=columns, filter=where)

@@ -100,14 +100,17 @@ def test_read_images_returns_the_stored_jpegs(fetched):
         fetch.read_images(out, ["small", "html"])
 
 
-def test_rerun_is_a_no_op(fetched, site):
+def test_rerun_asks_again_only_for_what_may_answer_now(fetched, site):
     out, candidates = fetched
     _, _, hits = site
     before_hits = len(hits)
     before = {p.name: p.stat().st_mtime_ns for p in (out / fetch.IMAGES).iterdir()}
     fetch.download(candidates.take([3, 1, 0, 2, 8, 7, 6, 5, 4]), out, SETTINGS)  # same list, other order
-    assert len(hits) == before_hits
+    assert sorted(hits[before_hits:]) == ["/slow/3/small.jpg", "/status/500"]  # a timeout and a 5xx; not the 404
     assert {p.name: p.stat().st_mtime_ns for p in (out / fetch.IMAGES).iterdir()} == before
+    got = {r["key"]: r for r in fetch.results(out).to_pylist()}
+    assert {key: r["reason"] for key, r in got.items()} == {key: reason for key, (_, reason) in CASES.items()}
+    assert {key for key, r in got.items() if r["attempts"] == 2} == {"slow", "server_error"}
 
 
 def test_other_candidates_in_same_folder_refused(fetched):
@@ -249,3 +252,9 @@ def test_an_image_is_read_from_its_location_and_a_changed_folder_is_caught(tmp_p
         fetch.read_located(tmp_path, [{"key": "met-1", "image_file": where, "image_row": 3}])
     with pytest.raises(KeyError, match="no stored image"):
         fetch.read_located(tmp_path, [{"key": "met-2", "image_file": None, "image_row": None}])
+
+
+def test_auto_distributor_fetches_on_the_drivers_machine_unless_ray_has_several_nodes(ray_driver):
+    assert fetch.FetchSettings().resolved().distributor == "multiprocessing"  # one local node
+    assert fetch.FetchSettings(distributor="ray").resolved().distributor == "ray"
+    assert fetch.FetchSettings(distributor="multiprocessing").resolved().distributor == "multiprocessing"

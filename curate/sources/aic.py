@@ -129,8 +129,20 @@ def _rows(record: dict, origin: str, *, source: str, iiif_url: str | None, size:
         detail = f"{origin}: no IIIF base URL (set option iiif_url or put {CONFIG} beside the artworks folder)"
         return [records.rejected(source, source_id, "missing_url", detail, **described) for source_id, _ in images]
     notice = text(record.get("copyright_notice"))
-    return [records.candidate(source, source_id, url=image_url(iiif_url, image, size), detail=notice, **described)
+    # The thumbnail's width and height are the primary image's full size; the alternates' are not stated.
+    primary = {**described, "meta": {**described["meta"], **_stated_size(record.get("thumbnail"))}}
+    return [records.candidate(source, source_id, url=image_url(iiif_url, image, size), detail=notice,
+                              **(primary if image == image_id else described))
             for source_id, image in images]
+
+
+def _stated_size(thumbnail: Any) -> dict[str, int]:
+    if not isinstance(thumbnail, dict):
+        return {}
+    width, height = thumbnail.get("width"), thumbnail.get("height")
+    if isinstance(width, int) and isinstance(height, int):
+        return {"source_width": width, "source_height": height}
+    return {}
 
 
 def image_url(iiif_url: str, image_id: str, size: str) -> str:

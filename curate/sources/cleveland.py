@@ -49,18 +49,33 @@ def _rows(record: dict, origin: str, source: str, order: tuple[str, ...]) -> lis
     if url is None:
         return [records.rejected(source, source_id, "missing_url",
                                  f"{origin}: no url in images.{{{','.join(order)}}}", **_described(record, origin))]
+    described = _described(record, origin)
+    described["meta"].update(_stated_size(images, order))  # the fetched rendition's size, as the API states it
     # The free-text copyright line is the notice a reviewer of a "Copyrighted" record wants.
-    return [records.candidate(source, source_id, url=url, detail=text(record.get("copyright")),
-                              **_described(record, origin))]
+    return [records.candidate(source, source_id, url=url, detail=text(record.get("copyright")), **described)]
+
+
+def _rendition(images: dict, order: tuple[str, ...]) -> dict | None:
+    """The first rendition of ``order`` the record has a url for."""
+    for rendition in order:
+        entry = images.get(rendition)
+        if isinstance(entry, dict) and text(entry.get("url")):
+            return entry
+    return None
 
 
 def image_url(images: dict, order: tuple[str, ...]) -> str | None:
-    for rendition in order:
-        entry = images.get(rendition)
-        url = text(entry.get("url")) if isinstance(entry, dict) else None
-        if url:
-            return url
-    return None
+    entry = _rendition(images, order)
+    return None if entry is None else text(entry.get("url"))
+
+
+def _stated_size(images: dict, order: tuple[str, ...]) -> dict[str, int]:
+    """``source_width``/``source_height`` from the rendition's ``width``/``height`` (the API sends "1263")."""
+    entry = _rendition(images, order) or {}
+    try:
+        return {"source_width": int(entry["width"]), "source_height": int(entry["height"])}
+    except (KeyError, TypeError, ValueError):
+        return {}
 
 
 def _described(record: dict, origin: str) -> dict[str, Any]:
