@@ -8,12 +8,18 @@ imports train and audit: it hangs their commands (``train.cli``, ``audit.cli``) 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
+import shlex
 import sys
 import traceback
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from audit.cli import add_commands as add_audit_commands
 from curate.harvest.cli import add_commands as add_harvest_commands
@@ -61,6 +67,41 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class OptionError(ValueError):
+    """A command-line value that does not validate; the message names the option, the value and what it must be."""
+
+
+def from_options(model: type[Model], values: Mapping[str, Any], flags: Mapping[str, str],
+                 whole: str | None = None) -> Model:
+    """``model(**values)`` for values given on the command line (``flags``: field -> the option that sets it).
+
+    A ValidationError about them becomes one line per problem, naming the option as typed, the value given and
+    the constraint or the choices; an error about the whole model (a model validator's) names ``whole``'s
+    option. An error about a field no option sets is not the user's: it keeps its traceback.
+    """
+    try:
+        return model(**values)
+    except ValidationError as e:
+        problems = [option_problem(err, values, flags, whole) for err in e.errors()]
+        if None in problems:
+            raise
+        raise OptionError("; ".join(problems)) from None
+
+
+def option_problem(err: Mapping[str, Any], values: Mapping[str, Any], flags: Mapping[str, str],
+                   whole: str | None) -> str | None:
+    """``--steps 0: Input should be greater than or equal to 1``; None when no option set the field."""
+    field = str(err["loc"][0]) if err["loc"] else whole
+    if field not in flags:
+        return None
+    value = values.get(field)
+    given = flags[field] if isinstance(value, bool) else f"{flags[field]} {shlex.quote(str(value))}"
+    return f"{given}: {err['msg'].removeprefix('Value error, ')}"
+
+
 def version() -> str:
     try:
         return metadata.version("cleanroom")
@@ -68,13 +109,29 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """An option's default after its help, where it has one worth saying (not None, not an unset flag)."""
+class HelpWithDefaults(argparse.HelpFormatter):
+    """An option's default after its help, where it has one worth saying (not None, not an unset flag).
+
+    argparse's ArgumentDefaultsHelpFormatter adds the default only to an option that has a help text; here
+    an option without one gets its default as its help, and a help text that gives it already is left as it
+    is. The choices are in the option's line (``--precision {fp16,fp32}``) either way.
+    """
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and says_default(action):
+            action = copy.copy(action)
+            action.help = self._get_help_string(action)
+        return super()._format_action(action)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
+        if not says_default(action) or "default" in (action.help or ""):  # a help text that says it already
             return action.help
-        return super()._get_help_string(action)
+        shown = "empty" if action.default == "" else "%(default)s"  # "(default: )" would read as a missing word
+        return f"{action.help} (default: {shown})" if action.help else f"(default: {shown})"
+
+
+def says_default(action: argparse.Action) -> bool:
+    return action.default not in (None, False, argparse.SUPPRESS)
 
 
 class Parser(argparse.ArgumentParser):

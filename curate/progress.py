@@ -5,17 +5,26 @@ console gets these lines instead, one a minute by default: records written so fa
 since the step started and, when the step knows how many records it will write, the time left.
 Rows are counted from the parquet footers in the step's scratch folder (Ray writes a file per
 finished block), so a line costs one footer read per file written, never a scan of the data.
+
+What each step cost is kept in ``OUT/timings.json`` (``StepTimes``): wall and CPU seconds per step,
+written as each step finishes, so a resumed run keeps the times of the steps an earlier invocation
+made (marked ``resumed``) and ``cleanroom report OUT`` can show them again later.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import pyarrow.parquet as pq
+
+from curate.io import write_text_atomic
 
 log = logging.getLogger("cleanroom.progress")
 
@@ -65,3 +74,67 @@ class Progress:
     def _report(self) -> None:
         while not self._stop.wait(self.every):
             log.info(self.current())
+
+
+TIMINGS = "timings.json"
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process, all its threads (DuckDB's) and its finished child processes (img2dataset's)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+class Timer:
+    """One step being timed; work done elsewhere (Ray's workers) is added with ``add_cpu``."""
+
+    def __init__(self, clock: Callable[[], float], cpu: Callable[[], float]):
+        self.clock, self.cpu = clock, cpu
+        self.started, self.cpu_started, self.elsewhere = clock(), cpu(), 0.0
+
+    def add_cpu(self, seconds: float) -> None:
+        self.elsewhere += seconds
+
+    def result(self) -> dict[str, Any]:
+        return {"seconds": self.clock() - self.started,
+                "cpu_seconds": self.cpu() - self.cpu_started + self.elsewhere, "resumed": False}
+
+
+class StepTimes:
+    """``OUT/timings.json``: step -> its wall seconds, CPU seconds and whether this invocation made it.
+
+    Saved after every step, so the times of finished steps outlive an invocation that dies later.
+    """
+
+    def __init__(self, root: Path, clock: Callable[[], float] = time.monotonic,
+                 cpu: Callable[[], float] = cpu_seconds):
+        self.path, self.clock, self.cpu = root / TIMINGS, clock, cpu
+        self.steps = read(root)
+
+    def resumed(self, step: str) -> None:
+        """``step`` was finished by an earlier invocation: its times stay as that one measured them, if it did."""
+        earlier = self.steps.get(step, {"seconds": None, "cpu_seconds": None})
+        self.steps[step] = {**earlier, "resumed": True}
+        self._save()
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[Timer]:
+        """Time the ``with`` block as ``step``; a block that raises records nothing (the step is redone)."""
+        timer = Timer(self.clock, self.cpu)
+        yield timer
+        self.steps[step] = timer.result()
+        self._save()
+
+    def _save(self) -> None:
+        write_text_atomic(json.dumps({"steps": self.steps}, indent=2), self.path)
+
+
+def read(root: Path) -> dict[str, dict[str, Any]]:
+    """The step times a run in ``root`` recorded, in the order its steps ran; empty when it recorded none."""
+    path = root / TIMINGS
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())["steps"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a step timings file ({e})") from None

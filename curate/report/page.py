@@ -5,9 +5,10 @@ plots are inline SVG, the style is inline, and a Content-Security-Policy forbids
 other request. Its sections: fates per source x license; thumbnails of kept samples; per
 rejection reason a sample of the records it removed with their detail (the score and threshold,
 the duplicate beside the image it duplicates, the license evidence); a histogram of every score
-column with its threshold; caption examples per origin and language. Every list is a bounded,
-deterministic sample, the records with the smallest hash of their key (``ORDER BY hash(key) LIMIT``,
-``min_by(..., hash(key), n)`` per group), so each query streams with memory bounded by what it shows.
+column with its threshold; caption examples per origin and language; the seconds each step took
+and its throughput (``timings``). Every list is a bounded, deterministic sample, the records with
+the smallest hash of their key (``ORDER BY hash(key) LIMIT``, ``min_by(..., hash(key), n)`` per
+group), so each query streams with memory bounded by what it shows.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import duckdb
 from curate import records, stages
 from curate.config import RunConfig
 from curate.optin.layout import REVOKED
-from curate.report import credits, dataset_card, markdown, plots, tables, thumbs
+from curate.report import credits, dataset_card, markdown, plots, tables, thumbs, timings
 from curate.runfolder import RunFolder
 
 INDEX = "index.html"
@@ -214,13 +215,50 @@ def captions_section(con: duckdb.DuckDBPyConnection) -> str:
             f"<th>language</th><th>model</th><th>caption</th><th>record</th></tr>{body}</table>")
 
 
+def seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:,.1f}"
+
+
+def count(value: int | float | None, digits: int = 0) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
+def timings_plot(steps: list[timings.StepTime]) -> str:
+    timed = [s for s in steps if s.seconds is not None]
+    if not timed:
+        return ""
+    plot = plots.step_seconds_svg([s.step + (" (resumed)" if s.resumed else "") for s in timed],
+                                  [s.seconds for s in timed], [s.cpu_seconds for s in timed])
+    return (f"<div class='plots'><figure class='plot'>{plot}<figcaption>wall and CPU seconds per step"
+            "</figcaption></figure></div>")
+
+
+def timings_section(folder: RunFolder) -> str:
+    steps = timings.step_times(folder)
+    head = '<h2 id="timings">Stage timings and throughput</h2>'
+    if not steps:
+        return head + "<p>This run recorded no step timings.</p>"
+    rows = "".join(
+        f"<tr><td>{esc(s.step)}</td><td>{esc(timings.ABOUT.get(s.step, ''))}</td>"
+        f"<td>{'resumed' if s.resumed else 'this invocation'}</td><td class='n'>{seconds(s.seconds)}</td>"
+        f"<td class='n'>{seconds(s.cpu_seconds)}</td><td class='n'>{count(s.records_in)}</td>"
+        f"<td class='n'>{count(s.records_out)}</td><td class='n'>{count(s.per_second, 1)}</td></tr>" for s in steps)
+    resumed = ", ".join(s.step for s in steps if s.resumed)
+    note = f" Resumed: {esc(resumed)}, made by an earlier invocation of the run, with the times it measured."
+    return (f"{head}<p>Each step's wall seconds and CPU seconds: this process, its finished subprocesses and "
+            "Ray Data's tasks, not the start-up of the Ray actors that load models. Records in and out are the "
+            f"step's counts in stats.json; records/s is records in per wall second.{note if resumed else ''}</p>"
+            "<table><tr><th>step</th><th>what it does</th><th>made by</th><th>wall s</th><th>CPU s</th>"
+            f"<th>records in</th><th>records out</th><th>records/s</th></tr>{rows}</table>{timings_plot(steps)}")
+
+
 def render(folder: RunFolder, report_dir: Path) -> str:
     """The page's HTML; thumbnails are written under ``report_dir`` as it is made."""
     config, stats = folder.config(), folder.stats()
     with tables.connect(folder) as con:
         sections = [summary(con, config.pipeline.name), fate_table(con),
                     kept_section(folder, con, report_dir), rejected_section(folder, con, stats, report_dir),
-                    plots_section(con, config), captions_section(con)]
+                    plots_section(con, config), captions_section(con), timings_section(folder)]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
             f"<title>Run report: {esc(config.pipeline.name)}</title><style>{STYLE}</style></head><body>"

@@ -1,4 +1,5 @@
-"""Histograms of the run's score columns, with each threshold drawn, as inline SVG (matplotlib, Agg).
+"""Histograms of the run's score columns, with each threshold drawn, and the seconds each step of the run
+took, as inline SVG (matplotlib, Agg).
 
 The counts per bin are computed by DuckDB over the catalog's ``records`` table, so a plot costs
 one pass over the run whatever its size; matplotlib only draws the bars. It is imported when a
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import duckdb
 
@@ -20,6 +22,7 @@ from curate.score.filter import ScoreThresholds
 BINS = 30
 # The score columns of the record schema a report plots, in the order it shows them.
 SCORES = ("aesthetic", "pwatermark", "pnsfw", "caption_clip_similarity")
+BLUE, GREY = "#3b7dd8", "#c9c9c9"
 
 
 @dataclass(frozen=True)
@@ -79,23 +82,46 @@ def histogram(con: duckdb.DuckDBPyConnection, column: str, threshold: Threshold 
 
 def svg(plot: Histogram) -> str:
     """The histogram as an ``<svg>`` element (no XML prolog), ready to sit inline in HTML."""
+
+    def draw(axes) -> None:
+        lefts, widths = plot.edges[:-1], plot.edges[1] - plot.edges[0]
+        axes.bar(lefts, plot.kept, width=widths, align="edge", color=BLUE, label="kept")
+        axes.bar(lefts, plot.not_kept, width=widths, align="edge", bottom=plot.kept, color=GREY, label="not kept")
+        if plot.threshold is not None:
+            axes.axvline(plot.threshold.value, color="#d62728", linestyle="--", label=plot.threshold.label)
+        axes.set_xlabel(plot.column)
+        axes.set_ylabel("records")
+
+    return drawn(plot.column, draw, (5.2, 2.8))
+
+
+def step_seconds_svg(steps: list[str], seconds: list[float], cpu_seconds: list[float | None]) -> str:
+    """Wall and CPU seconds per step as horizontal bars, the first step on top, as an inline ``<svg>``."""
+
+    def draw(axes) -> None:
+        rows = range(len(steps))
+        axes.barh([r - 0.2 for r in rows], seconds, height=0.4, color=BLUE, label="wall seconds")
+        axes.barh([r + 0.2 for r in rows], [c or 0.0 for c in cpu_seconds], height=0.4, color=GREY,
+                  label="CPU seconds")
+        axes.set_yticks(list(rows), steps)
+        axes.invert_yaxis()
+        axes.set_xlabel("seconds")
+
+    return drawn("step-seconds", draw, (5.2, 0.6 + 0.35 * len(steps)))
+
+
+def drawn(salt: str, draw: Callable[[Any], None], size: tuple[float, float]) -> str:
+    """What ``draw`` puts on one matplotlib axes, with a legend, as an ``<svg>`` element (no XML prolog)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    # A salt per column keeps the ids matplotlib gives clip paths and glyphs apart between plots on one page.
-    with matplotlib.rc_context({"svg.hashsalt": plot.column, "svg.fonttype": "none", "font.size": 9}):
-        figure = Figure(figsize=(5.2, 2.8), layout="constrained")
+    # A salt per plot keeps the ids matplotlib gives clip paths and glyphs apart between plots on one page.
+    with matplotlib.rc_context({"svg.hashsalt": salt, "svg.fonttype": "none", "font.size": 9}):
+        figure = Figure(figsize=size, layout="constrained")
         axes = figure.subplots()
-        lefts, widths = plot.edges[:-1], plot.edges[1] - plot.edges[0]
-        axes.bar(lefts, plot.kept, width=widths, align="edge", color="#3b7dd8", label="kept")
-        axes.bar(lefts, plot.not_kept, width=widths, align="edge", bottom=plot.kept, color="#c9c9c9",
-                 label="not kept")
-        if plot.threshold is not None:
-            axes.axvline(plot.threshold.value, color="#d62728", linestyle="--", label=plot.threshold.label)
-        axes.set_xlabel(plot.column)
-        axes.set_ylabel("records")
+        draw(axes)
         axes.legend(fontsize=7, frameon=False)
         buffer = io.StringIO()
         figure.savefig(buffer, format="svg", metadata={"Date": None})

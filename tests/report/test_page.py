@@ -74,10 +74,11 @@ def test_demo_run_report_opens_from_file_with_every_image(demo_out, browser, tmp
     loaded = open_report(browser, report_dir / page.INDEX, tmp_path / "report.png")
     check_page(loaded, report_dir.resolve())
     assert (tmp_path / "report.png").stat().st_size > 10_000
-    assert loaded["svgs"] == 4  # aesthetic, watermark, NSFW, caption similarity
+    assert loaded["svgs"] == 5  # aesthetic, watermark, NSFW, caption similarity; the step timings
     text = loaded["text"]
     for fate in ("duplicate:exact_sha256", "rejected:license_not_allowed", "failed:download_http_404"):
         assert fate in text
+    assert "Stage timings and throughput" in text and "wall and CPU seconds per step" in text
     assert "threshold" in (report_dir / page.INDEX).read_text()
 
 
