@@ -28,11 +28,12 @@ from audit.provenance import CurationRun, curation_runs
 from curate import describe, records
 from curate.config import LICENSES_DIR, RunConfig
 from curate.licenses import License, families
-from curate.io import write_text_atomic
+from curate.io import write_bytes_atomic, write_text_atomic
 from curate.optin.report import card_section
 from curate.score import aesthetic, embed, nsfw, watermark
 from train import config as config_io
 from train.config import TrainConfig
+from train import generate
 from train.generate import model_folder
 from train.loop import TRAINING_RECORD
 
@@ -558,7 +559,14 @@ def usage_section(facts: Facts) -> list[str]:
     """How to run the exported folder (``cleanroom export``) with diffusers."""
     size = facts.diffusion.config.data.resolution
     if facts.conditioning["encoder"] != "text":
-        return ["## Usage", "", "An image-conditioned model: sample it with `cleanroom sample MODEL --image IMAGE`."]
+        return ["## Usage", "",
+                "The folder `cleanroom export` writes (this card beside it) is a diffusers "
+                "`StableDiffusionImageVariationPipeline` (`cleanroom sample MODEL --image IMAGE` draws the same "
+                "images from the model folder):", "",
+                "```python", "from diffusers import StableDiffusionImageVariationPipeline", "from PIL import Image", "",
+                'pipe = StableDiffusionImageVariationPipeline.from_pretrained("path/to/export", safety_checker=None)',
+                f'image = pipe(Image.open("reference.jpg"), height={size}, width={size}, '
+                f'num_inference_steps=30).images[0]', "```"]
     return ["## Usage", "",
             "The folder `cleanroom export` writes (this card beside it) is a diffusers `StableDiffusionPipeline`:", "",
             "```python", "from diffusers import StableDiffusionPipeline", "",
@@ -568,6 +576,20 @@ def usage_section(facts: Facts) -> list[str]:
             "The curation runs it was trained on each hold `DATASET_CARD.md` (sources, licenses, filters) and "
             "`CREDITS.md` (the attribution the licenses require) at their top level: "
             + ", ".join(f"`{run_name(r)}/DATASET_CARD.md`, `{run_name(r)}/CREDITS.md`" for r in facts.runs) + "."]
+
+
+def samples_section(facts: Facts) -> list[str]:
+    """The sample grid shipped beside the card (`generate.card_grid`), linked by its relative name."""
+    if facts.conditioning["encoder"] != "text":
+        return []
+    settings, prompts = generate.card_settings(), generate.card_prompts(facts.diffusion.config)
+    return ["## Samples", "", f"![Samples of {facts.diffusion.config.name}]({generate.CARD_GRID})", "",
+            f"Drawn from the final weights with {settings.label}, {settings.steps} steps, CFG scale "
+            f"{settings.cfg_scale:g}, at {facts.diffusion.config.data.resolution} px; the prompts are the ones "
+            f"training validated on, prompt i from seed {settings.seed} + i "
+            f"(`cleanroom sample MODEL --prompt ... --seed {settings.seed}` draws them again):", "",
+            *(f"{i + 1}. {json.dumps(prompt, ensure_ascii=False)}, seed {settings.seed + i}"
+              for i, prompt in enumerate(prompts))]
 
 
 def license_section(facts: Facts) -> list[str]:
@@ -646,22 +668,33 @@ def run_limits(facts: Facts) -> list[str]:
 def render(model_path: Path) -> str:
     """The model card of the model at `model_path` (a model folder or a training run folder)."""
     facts = gather(Path(model_path))
-    sections = [header(facts), model_section(facts), usage_section(facts), data_section(facts),
-                curation_section(facts), captioning_section(facts), training_section(facts),
+    sections = [header(facts), model_section(facts), usage_section(facts), samples_section(facts),
+                data_section(facts), curation_section(facts), captioning_section(facts), training_section(facts),
                 license_section(facts), limitations(facts)]
-    return "\n\n".join("\n".join(section).strip("\n") for section in sections) + "\n"
+    return "\n\n".join("\n".join(section).strip("\n") for section in sections if section) + "\n"
+
+
+def sample_files(model_path: Path) -> dict[str, bytes]:
+    """The sample grid the card links, by its name beside the card (none for an image-variations model)."""
+    model = generate.load(model_folder(Path(model_path)))
+    return {generate.CARD_GRID: generate.card_grid(model)} if model.encoder.config.encoder == "text" else {}
 
 
 def write(model_path: Path, dest: Path | None = None) -> Path:
-    """Render the card and write it atomically to `dest` (default: MODEL_CARD.md in the model folder)."""
+    """Render the card and write it atomically to `dest` (default: MODEL_CARD.md in the model folder), with the
+    sample grid it links beside it."""
     dest = Path(dest) if dest else model_folder(Path(model_path)) / CARD
-    write_text_atomic(render(model_path), dest)
+    text = render(model_path)
+    for name, content in sample_files(model_path).items():
+        write_bytes_atomic(content, dest.with_name(name))
+    write_text_atomic(text, dest)
     return dest
 
 
 def release_files(model_path: Path) -> dict[str, bytes]:
-    """What ships beside exported weights: the card and the model license, by file name."""
-    return {CARD: render(model_path).encode("utf-8"), LICENSE_FILE: MODEL_LICENSE.read_bytes()}
+    """What ships beside exported weights: the card, the sample grid it links and the model license, by file name."""
+    return {CARD: render(model_path).encode("utf-8"), **sample_files(model_path),
+            LICENSE_FILE: MODEL_LICENSE.read_bytes()}
 
 
 def _model_card(args: argparse.Namespace) -> int:

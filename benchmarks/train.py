@@ -11,12 +11,22 @@ rounds alternate between the loops so that load from other processes hits both a
 With ``--cached`` it sets our loop encoding on the fly beside our loop reading a latent cache
 (`train.cache`, built once from the same shards with one view per epoch the run reaches; the
 build is not timed): the same model, batch and steps, the ratio cached / on the fly.
+
+With ``--mfu`` it times our loop alone and prints samples/s, the FLOP/s they amount to and the model
+FLOP utilisation: the FLOPs of one training step (UNet forward and backward, text encoder, autoencoder
+encode) are counted with torch's FlopCounterMode on the meta device, and the peak is ``--peak-tflops``
+or, on a GPU the table knows (H100, H200, A100), its dense bf16 peak. ``--count-only`` prints the
+count per sample and what it predicts at ``--assume-mfu`` without training, e.g. for SD v1's sizes::
+
+    python benchmarks/train.py --mfu --precision bf16 --config sd1-base --resolution 512 --batch 8
+    python benchmarks/train.py --config sd1-base --resolution 512 --count-only
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import statistics
 import sys
 import tempfile
@@ -31,6 +41,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import webdataset as wds  # noqa: E402
 from PIL import Image  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import train  # noqa: E402,F401,I001  (installs the torchvision fix before anything imports torchvision)
 from train import models, objective  # noqa: E402
@@ -39,6 +50,11 @@ from train.loop import Run  # noqa: E402
 
 
 SHARDS, PER_SHARD = 4, 64
+# The text encoder each benchmarked size is conditioned on: one as wide as its UNet's cross-attention.
+TEXT_ENCODERS = {"tiny": {"model": "cleanroom-tiny-text", "layer": "penultimate"},
+                 "sd1-base": {"model": "ViT-L-14", "layer": "last"}}
+# Dense bf16/fp16 tensor-core peaks in TFLOP/s (NVIDIA data sheets; SXM unless named), most specific name first.
+PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H200", 989.0), ("H100", 989.0), ("A100", 312.0))
 
 
 def make_shards(folder: Path, shards: int = SHARDS, per_shard: int = PER_SHARD, seed: int = 0) -> str:
@@ -63,10 +79,12 @@ def config(shards: str, autoencoder: Path, args: argparse.Namespace) -> TrainCon
         "data": {"shards": shards, "resolution": args.resolution, "batch_size": args.batch, "shuffle_buffer": 64,
                  "caption_dropout": 0.1, "crop": "random", "flip": True, "workers": 0},
         "accelerate": {"mixed_precision": args.precision, "log_with": "none"},
-        "autoencoder": {"loop": loop},
-        "diffusion": {"model": "tiny", "autoencoder": str(autoencoder), "snr_gamma": 5.0,
-                      "conditioning": {"model": "cleanroom-tiny-text", "layer": "penultimate"},
-                      "ema": {"decay": 0.999}, "loop": loop},
+        "autoencoder": {"model": args.config, "loop": loop},
+        "diffusion": {"model": args.config, "autoencoder": str(autoencoder), "snr_gamma": 5.0,
+                      "conditioning": TEXT_ENCODERS[args.config], "ema": {"decay": 0.999}, "loop": loop,
+                      "compute": {"attention": args.attention, "compile": args.compile,
+                                  "channels_last": args.channels_last,
+                                  "gradient_checkpointing": args.gradient_checkpointing}},
     })
 
 
@@ -157,6 +175,84 @@ def cached_against_on_the_fly(cfg: TrainConfig, root: Path, args: argparse.Names
     print(f"ratio cached/on the fly: {speed['cached'] / speed['on the fly']:.2f}")
 
 
+def counted(action) -> tuple[int, object]:
+    with FlopCounterMode(display=False) as counter:
+        result = action()
+    return counter.get_total_flops(), result
+
+
+def step_flops(cfg: TrainConfig) -> dict[str, int]:
+    """FLOPs of one diffusion training step per process, by part, counted on the meta device (shapes only: no
+    weights, no memory, any size). Model FLOPs, as MFU counts them: gradient checkpointing's recomputation is
+    left out. The text encoder and autoencoder run only when encoding on the fly; a latent cache holds both."""
+    from diffusers import AutoencoderKL
+
+    job, batch, side = cfg.diffusion, cfg.data.batch_size, cfg.data.resolution
+    with torch.device("meta"):
+        unet = models.build("unet", job.model, job.overrides)
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(job.autoencoder))
+        encoder = models.ConditioningEncoder(job.conditioning.model_copy(update={"pretrained": None}), "meta")
+        pixels = torch.zeros(batch, 3, side, side)
+        with torch.no_grad():
+            flops = {}
+            flops["autoencoder encode"], latents = counted(lambda: vae.encode(pixels).latent_dist.sample())
+            flops["text encoder"], states = counted(
+                lambda: encoder(["a caption"] * batch, pixels, torch.zeros(batch, dtype=torch.bool)))
+        timesteps = torch.zeros(batch, dtype=torch.long)
+        flops["unet forward+backward"], _ = counted(
+            lambda: unet(latents, timesteps, states).sample.float().square().mean().backward())
+    return flops
+
+
+def print_flops(flops: dict[str, int], batch: int) -> None:
+    for part, count in flops.items():
+        print(f"  {part:<24}{count / batch / 1e9:>12.2f} GFLOP per sample")
+    on_the_fly, cached = sum(flops.values()), flops["unet forward+backward"]
+    print(f"  {'on the fly':<24}{on_the_fly / batch / 1e9:>12.2f} GFLOP per sample")
+    print(f"  {'from a latent cache':<24}{cached / batch / 1e9:>12.2f} GFLOP per sample")
+
+
+def device_peak(args: argparse.Namespace) -> tuple[float | None, str]:
+    """The peak FLOP/s that MFU is measured against, and where it came from."""
+    if args.peak_tflops:
+        return args.peak_tflops * 1e12, f"{args.peak_tflops:g} TFLOP/s from --peak-tflops"
+    if not torch.cuda.is_available():
+        return None, "on a CPU MFU needs a peak: give --peak-tflops"
+    name = torch.cuda.get_device_name()
+    peak = next((tflops for key, tflops in PEAK_TFLOPS if key in name), None)
+    if peak is None:
+        return None, f"{name} is not in the table: give --peak-tflops"
+    if args.precision == "no":
+        return None, f"{name}: the table has bf16/fp16 peaks and this run is fp32: give --peak-tflops"
+    return peak * 1e12, f"{peak:g} TFLOP/s, {name} dense {args.precision}"
+
+
+def utilisation(cfg: TrainConfig, root: Path, args: argparse.Namespace) -> None:
+    flops = step_flops(cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"{args.config} UNet, batch {args.batch}, {args.resolution} px, precision {args.precision}, on {device}; "
+          f"one training step (one process) counted:")
+    print_flops(flops, args.batch)
+    speeds = [ours(cfg, root / f"mfu-{round_}", args)[0] for round_ in range(args.rounds)]
+    speed = statistics.median(speeds)
+    achieved = sum(flops.values()) / args.batch * speed
+    peak, source = device_peak(args)
+    rate = f"{achieved / 1e12:.1f} TFLOP/s" if achieved >= 1e12 else f"{achieved / 1e9:.2f} GFLOP/s"
+    print(f"{args.steps} timed steps x {args.rounds} rounds (median): {speed:.2f} samples/s, {rate} achieved")
+    print(f"MFU: {achieved / peak:.1%} of {source}" if peak else f"MFU: {source}")
+
+
+def count_only(cfg: TrainConfig, args: argparse.Namespace) -> None:
+    flops = step_flops(cfg)
+    peak = (args.peak_tflops or 989.0) * 1e12
+    print(f"{args.config} UNet at {args.resolution} px, batch {args.batch}: one training step counted on the "
+          f"meta device")
+    print_flops(flops, args.batch)
+    for name, count in (("on the fly", sum(flops.values())), ("from a latent cache", flops["unet forward+backward"])):
+        speed = args.assume_mfu * peak * args.batch / count
+        print(f"at {args.assume_mfu:.0%} MFU of {peak / 1e12:g} TFLOP/s: {speed:.0f} samples/s per device {name}")
+
+
 def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace, note: str = "") -> None:
     speed = {name: statistics.median(r[0] for r in runs) for name, runs in results.items()}
     wait = {name: statistics.median(r[1] for r in runs) for name, runs in results.items()}
@@ -175,16 +271,38 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--precision", choices=["no", "bf16"], default="bf16")
+    parser.add_argument("--precision", choices=["no", "bf16", "fp16"], default="bf16")
     parser.add_argument("--cached", action="store_true", help="our loop from a latent cache vs on the fly")
+    parser.add_argument("--config", choices=sorted(TEXT_ENCODERS), default="tiny",
+                        help="the named UNet and autoencoder size (train/configs/)")
+    parser.add_argument("--mfu", action="store_true", help="our loop alone: samples/s, FLOP/s and MFU")
+    parser.add_argument("--count-only", action="store_true", help="the FLOPs per sample of a step, no training")
+    parser.add_argument("--peak-tflops", type=float, help="the device's peak for MFU (default: from the table)")
+    parser.add_argument("--assume-mfu", type=float, default=0.4, help="--count-only's prediction (of 989 TFLOP/s, "
+                        "an H100's dense bf16, unless --peak-tflops)")
+    parser.add_argument("--attention", choices=["sdpa", "default"], default="sdpa")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                        help="default: what the size sets")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        # The count needs only the autoencoder's config, so --count-only builds no weights at all.
+        autoencoder = models.named_config("autoencoder", args.config)
+        if args.count_only:
+            (root / "autoencoder").mkdir()
+            (root / "autoencoder" / "config.json").write_text(json.dumps(autoencoder))
+            count_only(config(str(root), root / "autoencoder", args), args)
+            return
         (root / "shards").mkdir()
         shards = make_shards(root / "shards")
         torch.manual_seed(0)
-        models.build("autoencoder", "tiny").save_pretrained(root / "autoencoder")
+        models.build("autoencoder", args.config).save_pretrained(root / "autoencoder")
         cfg = config(shards, root / "autoencoder", args)
+        if args.mfu:
+            utilisation(cfg, root, args)
+            return
         if args.cached:
             cached_against_on_the_fly(cfg, root, args)
             return

@@ -39,10 +39,15 @@ def _cache(args: argparse.Namespace) -> int:
     from train import cache
     from train import config as config_io
 
+    from curate.cli import from_options
+
     config = config_io.load(Path(args.config))
-    job = cache.CacheJob(shards=config_io.with_shards(config, args.shards).data.shards,
-                         autoencoder=str(Path(args.autoencoder).resolve()), variants=args.variants,
-                         precision=args.precision, batch_size=args.batch_size)
+    job = from_options(cache.CacheJob, {"shards": config_io.with_shards(config, args.shards).data.shards,
+                                        "autoencoder": str(Path(args.autoencoder).resolve()),
+                                        "variants": args.variants, "precision": args.precision,
+                                        "batch_size": args.batch_size},
+                       {"shards": "SHARDS", "autoencoder": "--autoencoder", "variants": "--variants",
+                        "precision": "--precision", "batch_size": "--batch-size"})
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     manifest = cache.Builder(config, job, torch.device(device)).build(Path(args.out))
     print(json.dumps({"cache": str(Path(args.out).resolve()), "shards": len(manifest.sources),
@@ -73,15 +78,20 @@ def _sample(args: argparse.Namespace) -> int:
 
     from train import generate
 
-    if bool(args.prompt) == bool(args.prompts):
-        raise ValueError("give prompts with --prompt (repeatable) or --prompts FILE, not both or neither")
-    prompts = args.prompt or generate.read_prompts(Path(args.prompts))
+    if sum(bool(given) for given in (args.prompt, args.prompts, args.image)) != 1:
+        raise ValueError("give prompts with --prompt (repeatable) or --prompts FILE, or reference images with "
+                         "--image (repeatable) for an image-variations model: exactly one of them")
+    prompts = None if args.image else args.prompt or generate.read_prompts(Path(args.prompts))
     settings = _sample_settings(args)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
     model = generate.load(Path(args.model), device=device, dtype=dtype)
-    paths = generate.sample_to_folder(model, prompts, settings, Path(args.out), args.images_per_prompt,
-                                      args.batch_size)
+    if prompts is None:
+        paths = generate.variations_to_folder(model, [Path(p) for p in args.image], settings, Path(args.out),
+                                              args.images_per_prompt, args.batch_size)
+    else:
+        paths = generate.sample_to_folder(model, prompts, settings, Path(args.out), args.images_per_prompt,
+                                          args.batch_size)
     print(json.dumps({"model": str(model.folder), "out": str(Path(args.out).resolve()), "images": len(paths),
                       "sampler": settings.label, "grid": str(Path(args.out) / "grid.png")}, indent=2))
     return 0
@@ -89,19 +99,13 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _sample_settings(args: argparse.Namespace) -> SampleSettings:
     """The sampling settings from the options; one line naming each option that does not validate."""
-    from pydantic import ValidationError
-
-    from curate.config import ConfigError
+    from curate.cli import from_options
     from train.generate import SampleSettings
 
     fields = ("sampler", "karras", "steps", "cfg_scale", "negative_prompt", "width", "height", "seed")
-    try:
-        return SampleSettings(**{name: getattr(args, name) for name in fields})
-    except ValidationError as e:
-        # A field's error names its option; one about the whole (a sampler without Karras sigmas) names the sampler.
-        raise ConfigError("; ".join(
-            f"--{str(err['loc'][0]).replace('_', '-') if err['loc'] else 'sampler'}: "
-            f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())) from None
+    # An error about the whole (a sampler without Karras sigmas) names the sampler.
+    return from_options(SampleSettings, {name: getattr(args, name) for name in fields},
+                        {name: f"--{name.replace('_', '-')}" for name in fields}, whole="sampler")
 
 
 def _add_sample(subparsers: argparse._SubParsersAction) -> None:
@@ -111,20 +115,22 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
     command.add_argument("model", help="model folder (OUT/diffusion/final) or the training run folder OUT")
     command.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
     command.add_argument("--prompts", help="a text file, one prompt per line (# comments)")
+    command.add_argument("--image", action="append", help="a reference image for an image-variations model "
+                                                          "(repeat for several)")
     command.add_argument("--out", required=True, help="folder for the PNGs, grid.png, samples.jsonl")
     command.add_argument("--sampler", default="dpmpp-2m", type=str.lower, choices=[*SAMPLERS, *SAMPLER_ALIASES],
                          help="plms = pndm")
     command.add_argument("--karras", action="store_true", help="Karras sigmas (euler, dpmpp-2m, lms)")
-    command.add_argument("--steps", type=int, default=25)
+    command.add_argument("--steps", type=int, default=25, help="denoising steps (at least 1)")
     command.add_argument("--cfg-scale", type=float, default=7.5, help="classifier-free guidance scale")
-    command.add_argument("--negative-prompt", default="")
+    command.add_argument("--negative-prompt", default="", help="what the guidance steers away from")
     command.add_argument("--width", type=int, help="default: the training resolution")
     command.add_argument("--height", type=int, help="default: the training resolution")
     command.add_argument("--seed", type=int, default=0, help="image i gets seed + i")
-    command.add_argument("--images-per-prompt", type=int, default=1)
-    command.add_argument("--batch-size", type=int, default=4)
+    command.add_argument("--images-per-prompt", type=int, default=1, help="per prompt, or per --image")
+    command.add_argument("--batch-size", type=int, default=4, help="images drawn together")
     command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    command.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    command.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="of the weights")
     command.set_defaults(handler=_sample)
 
 

@@ -61,10 +61,23 @@ class DataConfig(Strict):
     bad_sample_log_seconds: float = Field(default=30.0, ge=0.0)  # at most one bad-sample log line per interval
 
 
+class LossCheck(Strict):
+    """Stops a run that can no longer learn: `patience` optimizer steps in a row with a non-finite loss or
+    (fp16) a collapsed loss scale. The error names the step and what to change."""
+
+    patience: int = Field(default=10, ge=1, description="consecutive bad optimizer steps that stop the run")
+    min_loss_scale: float = Field(default=1.0, gt=0, description=(
+        "fp16: a loss scale below this has collapsed (GradScaler starts at 65536 and halves it on every "
+        "overflow, so it only gets here when the gradients overflow step after step)"))
+
+
 class AccelerateConfig(Strict):
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(default="no", description=(
+        "autocast through accelerate; fp16 adds accelerate's GradScaler and needs a GPU, bf16 also runs on CPU"))
     gradient_accumulation_steps: int = Field(default=1, ge=1)
-    log_with: Literal["tensorboard", "none"] = "tensorboard"
+    log_with: Literal["tensorboard", "wandb", "none"] = Field(default="tensorboard", description=(
+        "scalars and validation grids; wandb honours WANDB_MODE=offline (the run folder under logs/wandb/)"))
+    loss_check: LossCheck = LossCheck()
 
 
 class OptimConfig(Strict):
@@ -117,6 +130,20 @@ class PerceptualConfig(Strict):
     weight: float = Field(default=1.0, gt=0)
 
 
+class ComputeConfig(Strict):
+    """How the trained network computes: the same model and loss, at other speeds and memory."""
+
+    attention: Literal["sdpa", "default"] = Field(default="sdpa", description=(
+        "sdpa: torch's scaled_dot_product_attention (diffusers AttnProcessor2_0, flash/memory-efficient kernels "
+        "on GPUs); default: diffusers' plain AttnProcessor (bmm, softmax, bmm)"))
+    compile: bool = Field(default=False, description=(
+        "torch.compile the network in place (the first steps, and validation's first call, compile)"))
+    channels_last: bool = Field(default=False, description="the network's weights in channels-last memory format")
+    gradient_checkpointing: bool | None = Field(default=None, description=(
+        "recompute activations in the backward pass: less memory, about a third more compute; "
+        "None: what the named model size sets (on for sd1-base)"))
+
+
 class AutoencoderValidation(Strict):
     images: int = Field(default=8, ge=1)  # reconstructions in the grid
 
@@ -135,6 +162,7 @@ class AutoencoderJob(Strict):
     # A multi-resolution schedule (e.g. 256 px, then 512 px, then buckets); its steps add up to loop.steps
     phases: list[Phase] = Field(default_factory=list)
     validation: AutoencoderValidation = AutoencoderValidation()
+    compute: ComputeConfig = ComputeConfig()
 
 
 class ConditioningConfig(Strict):
@@ -190,6 +218,7 @@ class DiffusionJob(Strict):
     # A multi-resolution schedule (e.g. 256 px, then 512 px, then buckets); its steps add up to loop.steps
     phases: list[Phase] = Field(default_factory=list)
     validation: DiffusionValidation = DiffusionValidation()
+    compute: ComputeConfig = ComputeConfig()
 
 
 class TrainConfig(Strict):
@@ -301,9 +330,10 @@ def parse(text: str, origin: str) -> TrainConfig:
     return validate(TrainConfig, yaml.safe_load(text), origin)
 
 
-# What a resumed run may change: how long it runs and what it reports, not what it learns.
-RESUMABLE_CHANGES = ("accelerate.log_with", "data.bad_sample_log_seconds", "autoencoder.loop.",
-                     "autoencoder.validation.", "diffusion.loop.", "diffusion.validation.")
+# What a resumed run may change: how long it runs, what it reports and how it computes, not what it learns.
+RESUMABLE_CHANGES = ("accelerate.log_with", "accelerate.loss_check.", "data.bad_sample_log_seconds",
+                     "autoencoder.loop.", "autoencoder.validation.", "autoencoder.compute.", "diffusion.loop.",
+                     "diffusion.validation.", "diffusion.compute.")
 
 
 def blocking_differences(saved: TrainConfig, current: TrainConfig) -> list[str]:

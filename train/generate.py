@@ -13,8 +13,10 @@ Commands take that folder, or the training run folder holding ``diffusion/final`
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,10 @@ from train.config import TrainConfig
 from train.loop import TRAINING_RECORD
 from train.models import ConditioningEncoder
 
+log = logging.getLogger(__name__)
 PNG_KEY = "parameters"  # the PNG text chunk A1111 and its readers use
 SAMPLES_INDEX = "samples.jsonl"  # beside the PNGs of `cleanroom sample`: one line per image
+CARD_GRID = "samples.png"  # beside a model card, which links it by this relative name
 PARTS = ("unet", "vae", "conditioning", "scheduler", "config.yaml", TRAINING_RECORD)
 
 
@@ -133,46 +137,123 @@ def image_size(model: Model, settings: SampleSettings) -> tuple[int, int]:
     return width, height
 
 
-@torch.no_grad()
-def generate(model: Model, prompts: list[str], settings: SampleSettings, first_seed: int | None = None,
-             batch_size: int = 4) -> list[Image.Image]:
-    """One image per prompt, prompt i drawn from seed `first_seed + i` (default settings.seed + i)."""
-    if model.encoder.config.encoder != "text":
-        raise ValueError(f"{model.folder}: conditioned on images (SD image variations), not prompts; sampling "
-                         f"covers text-conditioned models (its training validation grids show variations)")
+def _require_conditioning(model: Model, kind: str) -> None:
+    """Refuse the wrong kind of input in one line that names what the model takes."""
+    encoder = model.encoder.config.encoder
+    if encoder == kind:
+        return
+    if encoder == "image":
+        raise ValueError(f"{model.folder}: conditioned on images (SD image variations), not prompts; give "
+                         f"reference images (--image IMG)")
+    raise ValueError(f"{model.folder}: conditioned on text prompts (--prompt, --prompts), not images; --image is "
+                     f"for a model trained with diffusion.conditioning.encoder: image")
+
+
+def _draw(model: Model, conditions: list[Any], encode: Callable[[list[Any]], tuple[torch.Tensor, torch.Tensor]],
+          settings: SampleSettings, first_seed: int | None, batch_size: int) -> list[Image.Image]:
+    """One image per condition, condition i drawn from seed `first_seed + i`; `encode` gives a batch's
+    states and the unconditional states guidance pulls away from."""
     width, height = image_size(model, settings)
     shape = (model.vae.config.latent_channels, height // model.vae_scale_factor, width // model.vae_scale_factor)
     first = settings.seed if first_seed is None else first_seed
     images: list[Image.Image] = []
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start:start + batch_size]
-        states = model.encoder(batch, None, None).to(model.dtype)
-        negative = model.encoder([settings.negative_prompt] * len(batch), None, None).to(model.dtype)
-        generators = [torch.Generator().manual_seed(first + start + i) for i in range(len(batch))]
+    for start in range(0, len(conditions), batch_size):
+        states, negative = encode(conditions[start:start + batch_size])
+        generators = [torch.Generator().manual_seed(first + start + i) for i in range(len(states))]
         scheduler = sample.make_scheduler(model.scheduler_config, settings.sampler, settings.karras)
         latents = sample.guided_latents(lambda x, t, c: model.unet(x, t, encoder_hidden_states=c).sample,
-                                        scheduler, states, negative, shape, settings.cfg_scale, settings.steps,
-                                        generators)
+                                        scheduler, states.to(model.dtype), negative.to(model.dtype), shape,
+                                        settings.cfg_scale, settings.steps, generators)
         images += sample.to_images(model.vae.decode(latents / model.vae.config.scaling_factor).sample)
     return images
 
 
-def model_hash(model: Model) -> str:
-    """The first 10 hex digits of a sha256 over the UNet folder's files, as A1111 shortens a model hash."""
-    digest = hashlib.sha256()
-    for part in sorted(p for p in (model.folder / "unet").iterdir() if p.is_file()):
-        with part.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:10]
+@torch.no_grad()
+def generate(model: Model, prompts: list[str], settings: SampleSettings, first_seed: int | None = None,
+             batch_size: int = 4) -> list[Image.Image]:
+    """One image per prompt, prompt i drawn from seed `first_seed + i` (default settings.seed + i)."""
+    _require_conditioning(model, "text")
+
+    def encode(batch: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return (model.encoder(batch, None, None),
+                model.encoder([settings.negative_prompt] * len(batch), None, None))
+
+    return _draw(model, prompts, encode, settings, first_seed, batch_size)
+
+
+def clip_image_processor(encoder: ConditioningEncoder) -> Any:
+    """The CLIPImageProcessor that prepares images for the encoder's image tower: shortest side resized
+    (bicubic) and centre-cropped to the tower's input size, then normalised with the tower's mean and std.
+
+    The sampler and the exported StableDiffusionImageVariationPipeline both prepare reference images with
+    it, so they condition on the same embedding. Training conditioned on its own batches resized on the
+    tensor (ConditioningEncoder), which agrees with this up to resampling differences.
+    """
+    from transformers import CLIPImageProcessor
+
+    height, width = encoder.image_size
+    return CLIPImageProcessor(do_resize=True, size={"shortest_edge": max(height, width)}, resample=Image.BICUBIC,
+                              do_center_crop=True, crop_size={"height": height, "width": width},
+                              do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+                              image_mean=encoder.mean.flatten().tolist(), image_std=encoder.std.flatten().tolist(),
+                              do_convert_rgb=True)
+
+
+@torch.no_grad()
+def image_states(encoder: ConditioningEncoder, images: list[Image.Image]) -> torch.Tensor:
+    """The reference images' projected embeddings as one token each: what an image-variations UNet attends to."""
+    pixels = clip_image_processor(encoder)(images=images, return_tensors="pt").pixel_values
+    return encoder.clip.encode_image(pixels.to(encoder.device, encoder.mean.dtype)).unsqueeze(1)
+
+
+@torch.no_grad()
+def generate_variations(model: Model, images: list[Image.Image], settings: SampleSettings,
+                        first_seed: int | None = None, batch_size: int = 4) -> list[Image.Image]:
+    """One variation per reference image, image i drawn from seed `first_seed + i`; guidance pulls away from
+    the zero embedding, the dropped-image input of training (no negative prompt: there is no text)."""
+    _require_conditioning(model, "image")
+    if settings.negative_prompt:
+        raise ValueError(f"{model.folder}: a negative prompt applies to text-conditioned models; an image-variations "
+                         f"model guides away from a zero image embedding")
+
+    def encode(batch: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+        return image_states(model.encoder, batch), model.encoder.unconditional(len(batch))
+
+    return _draw(model, images, encode, settings, first_seed, batch_size)
+
+
+def read_image(path: Path) -> Image.Image:
+    """A reference image for variations, decoded, upright and in RGB."""
+    from PIL import ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image")
+    try:
+        with Image.open(path) as image:
+            return ImageOps.exif_transpose(image).convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{path}: not an image the sampler can read ({e})") from None
+
+
+def model_hash(model: Model) -> str | None:
+    """The short hash A1111 shows for the model's single file (what `cleanroom export` writes beside the pipeline):
+    the first 10 hex digits of its sha256; None when the model has no single file (its export is refused)."""
+    from train import export  # export builds on this module
+
+    try:
+        return export.single_file_sha256(model)[:10]
+    except export.ExportError as e:
+        log.warning("%s: no Model hash in the PNGs: %s", model.folder, e)
+        return None
 
 
 def infotext(prompt: str, settings: SampleSettings, seed: int, size: tuple[int, int], model: str,
-             hash_: str) -> str:
+             hash_: str | None) -> str:
     """The "parameters" text A1111 writes into its PNGs, which image viewers and tools parse."""
     lines = [prompt] + ([f"Negative prompt: {settings.negative_prompt}"] if settings.negative_prompt else [])
     fields = {"Steps": settings.steps, "Sampler": settings.label, "CFG scale": settings.cfg_scale, "Seed": seed,
-              "Size": f"{size[0]}x{size[1]}", "Model hash": hash_, "Model": model}
+              "Size": f"{size[0]}x{size[1]}"} | ({"Model hash": hash_} if hash_ else {}) | {"Model": model}
     return "\n".join(lines + [", ".join(f"{k}: {v}" for k, v in fields.items())])
 
 
@@ -214,18 +295,55 @@ def read_prompts(path: Path) -> list[str]:
 def sample_to_folder(model: Model, prompts: list[str], settings: SampleSettings, out: Path,
                      images_per_prompt: int = 1, batch_size: int = 4) -> list[Path]:
     """PNGs with their parameters, a labelled grid, settings.json and samples.jsonl in `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(settings.model_dump_json(indent=2), out / "settings.json")
     wanted = [p for p in prompts for _ in range(images_per_prompt)]
     images = generate(model, wanted, settings, batch_size=batch_size)
+    return _save_samples(model, settings, out, images, [{"prompt": p} for p in wanted])
+
+
+def variations_to_folder(model: Model, references: list[Path], settings: SampleSettings, out: Path,
+                         images_per_image: int = 1, batch_size: int = 4) -> list[Path]:
+    """Variations of each reference image, saved as `sample_to_folder` saves prompts' images."""
+    _require_conditioning(model, "image")
+    decoded = {path: read_image(path) for path in references}  # every file checked before any drawing
+    wanted = [path for path in references for _ in range(images_per_image)]
+    images = generate_variations(model, [decoded[p] for p in wanted], settings, batch_size=batch_size)
+    return _save_samples(model, settings, out, images, [{"image": str(p)} for p in wanted])
+
+
+def _save_samples(model: Model, settings: SampleSettings, out: Path, images: list[Image.Image],
+                  conditions: list[dict[str, str]]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(settings.model_dump_json(indent=2), out / "settings.json")
     size, hash_ = image_size(model, settings), model_hash(model)
     paths, rows = [], []
-    for index, (prompt, image) in enumerate(zip(wanted, images)):
+    for index, (condition, image) in enumerate(zip(conditions, images)):
         seed = settings.seed + index
         path = out / f"{index:05d}-{seed}.png"
-        save_png(image, path, infotext(prompt, settings, seed, size, model.name, hash_))
+        save_png(image, path, infotext(condition.get("prompt", ""), settings, seed, size, model.name, hash_))
         paths.append(path)
-        rows.append({"file": path.name, "prompt": prompt, "seed": seed, "model": str(model.folder)})
+        rows.append(condition | {"seed": seed, "model": str(model.folder)})
     write_text_atomic("".join(json.dumps(r) + "\n" for r in rows), out / SAMPLES_INDEX)
-    sample.save_grid(images, [f"{r['prompt']} (seed {r['seed']})" for r in rows], out / "grid.png")
+    labels = [f"{r['prompt'] if 'prompt' in r else 'variation of ' + Path(r['image']).name} (seed {r['seed']})"
+              for r in rows]
+    sample.save_grid(images, labels, out / "grid.png")
     return paths
+
+
+def card_settings() -> SampleSettings:
+    """How a model card's sample grid is drawn: prompt i of the card's prompts from seed i."""
+    return SampleSettings(sampler="dpmpp-2m", karras=True, steps=20, cfg_scale=7.5, seed=0)
+
+
+def card_prompts(config: TrainConfig) -> list[str]:
+    """The prompts a model card shows samples of: the ones its training validated on."""
+    return config.diffusion.validation.prompts
+
+
+def card_grid(model: Model) -> bytes:
+    """A model card's sample grid as PNG bytes: `card_prompts` drawn with `card_settings`, labelled with each
+    prompt and seed (text-conditioned models: an image-variations model has no prompts to show)."""
+    settings, prompts = card_settings(), card_prompts(model.config)
+    images = generate(model, prompts, settings)
+    buffer = io.BytesIO()
+    sample.grid(images, [f"{p} (seed {settings.seed + i})" for i, p in enumerate(prompts)]).save(buffer, format="PNG")
+    return buffer.getvalue()

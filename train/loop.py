@@ -9,7 +9,7 @@ A run folder holds, per job (`OUT/autoencoder/`, `OUT/diffusion/`)::
     checkpoints/step-00000500/   accelerate state (model, optimizer, RNG, LR schedule, EMA,
                                  train state with the data position) + config.yaml + meta.json
     samples/step-00000500.png    validation grid (+ .json with its prompts or keys)
-    logs/                        tensorboard
+    logs/                        tensorboard (scalars, validation grids as images) or wandb/ (its run folder)
     final/                       the trained network (EMA weights when EMA is on), diffusers format,
                                  + config.yaml and training.json (when, processes, shard files);
                                  diffusion's is self-contained: unet/, vae/, conditioning/, scheduler/
@@ -30,21 +30,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
+from PIL import Image
 from tqdm.auto import tqdm
 
 from curate.config import ConfigError
 from curate.io import atomic_folder, partial_folder, publish_folder, start_folder
-from train import cache, data
+from train import cache, data, models
 from train import config as config_io
-from train.config import EmaConfig, OptimConfig, TrainConfig
+from train.config import EmaConfig, LossCheck, OptimConfig, TrainConfig
 from train.tasks import TASKS
 
 log = logging.getLogger(__name__)
 CHECKPOINT = re.compile(r"^step-(\d{8})$")
 TRAINING_RECORD = "training.json"  # in every final/ export
+NETWORK_KIND = {"autoencoder": "autoencoder", "diffusion": "unet"}  # the named sizes each job's network comes in
 
 
 @dataclass(frozen=True)
@@ -131,18 +134,48 @@ def micro_batch_seed(seed: int, rank: int, batch: int) -> int:
 
 
 def make_accelerator(config: TrainConfig, paths: JobPaths) -> Accelerator:
-    log_with = None
-    if config.accelerate.log_with == "tensorboard":
-        from accelerate.utils import is_tensorboard_available
+    log_with = config.accelerate.log_with
+    if log_with != "none":
+        from accelerate.utils import is_tensorboard_available, is_wandb_available
 
-        if not is_tensorboard_available():
-            raise ConfigError("accelerate.log_with: tensorboard is not installed: pip install tensorboard "
-                              "(or set accelerate.log_with: none)")
-        log_with = "tensorboard"
+        if not {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}[log_with]():
+            raise ConfigError(f"accelerate.log_with: {log_with} is not installed: pip install {log_with} "
+                              f"(or set accelerate.log_with: none)")
+    # On a CPU accelerate silently trains fp16 runs in fp32, with no autocast and no loss scale.
+    if config.accelerate.mixed_precision == "fp16" and PartialState().device.type == "cpu":
+        raise ConfigError("accelerate.mixed_precision: fp16 needs a GPU (on a CPU accelerate would train in fp32 "
+                          "without a loss scale); use bf16, which CPU autocast supports, or no")
     return Accelerator(mixed_precision=config.accelerate.mixed_precision,
                        gradient_accumulation_steps=config.accelerate.gradient_accumulation_steps,
-                       log_with=log_with, project_config=ProjectConfiguration(project_dir=str(paths.root),
-                                                                              logging_dir=str(paths.logs)))
+                       log_with=None if log_with == "none" else log_with,
+                       project_config=ProjectConfiguration(project_dir=str(paths.root), logging_dir=str(paths.logs)))
+
+
+class TrainingDiverged(ValueError):
+    """A run that can no longer learn; the message names the step and the settings to change."""
+
+
+@dataclass
+class LossWatch:
+    """Counts optimizer steps in a row whose loss is not finite or whose fp16 loss scale has collapsed."""
+
+    check: LossCheck
+    job: str
+    fp16: bool
+    bad_steps: int = 0
+
+    def observe(self, step: int, finite: bool, scale: float | None) -> None:
+        collapsed = scale is not None and scale < self.check.min_loss_scale
+        self.bad_steps = self.bad_steps + 1 if collapsed or not finite else 0
+        if self.bad_steps < self.check.patience:
+            return
+        what = (f"the fp16 loss scale is {scale:g}, below accelerate.loss_check.min_loss_scale "
+                f"{self.check.min_loss_scale:g} (the gradients overflow on every step)" if collapsed
+                else "the loss is not finite")
+        change = (f"accelerate.mixed_precision: bf16 or a lower {self.job}.optim.lr" if self.fp16
+                  else f"a lower {self.job}.optim.lr or {self.job}.optim.max_grad_norm")
+        raise TrainingDiverged(f"{self.job} step {step}: {what} for {self.bad_steps} optimizer steps in a row "
+                               f"(since step {step - self.bad_steps + 1}); start again with {change}")
 
 
 def _flat(prefix: str, value: Any) -> dict[str, Any]:
@@ -180,6 +213,10 @@ class Run:
                        else cache.sources(Path(config.data.cache)))
         self.task = TASKS[job](config, self.shards, Path(out), self.accelerator.device)
         self.task.model.train()  # from_pretrained (fine-tuning) hands models over in eval mode
+        compute = self.settings.compute
+        models.set_compute(self.task.network, compute, NETWORK_KIND[job], self.settings.model)
+        if compute.compile:
+            self.task.model.compile()  # in place: state dict keys, checkpoints and EMA stay as they are
         trainable = [p for p in self.task.model.parameters() if p.requires_grad]
         optimizer = make_optimizer(trainable, self.settings.optim)
         self.schedule = warmup_then_constant(optimizer, self.settings.optim.warmup_steps)
@@ -188,6 +225,7 @@ class Run:
         if self.ema:
             self.ema.to(self.accelerator.device)
         self.state = TrainState()
+        self.loss_watch = LossWatch(config.accelerate.loss_check, job, config.accelerate.mixed_precision == "fp16")
         self.phase: int | None = None
         self.data_config = config.data
         # Every bucket of the run (all phases), in one order on every process: the per-bucket log counts
@@ -273,6 +311,16 @@ class Run:
             self.optimizer.zero_grad(set_to_none=True)
         return {k: v.detach() for k, v in losses.items()}, grad_norm
 
+    def _loss_scale(self) -> float | None:
+        """fp16's current loss scale (accelerate's GradScaler); None in other precisions."""
+        scaler = self.accelerator.scaler
+        return float(scaler.get_scale()) if scaler is not None else None
+
+    def _check_loss(self, loss: torch.Tensor) -> None:
+        # Over all processes, so that every process stops at the same step.
+        finite = bool(torch.isfinite(self.accelerator.reduce(loss, "sum")))
+        self.loss_watch.observe(self.state.step, finite, self._loss_scale())
+
     def save_checkpoint(self) -> Path:
         accelerator = self.accelerator
         # Every process's data position goes into the one train state the main process saves.
@@ -318,8 +366,17 @@ class Run:
             with self.accelerator.autocast():
                 self._with_ema_weights(lambda: self.task.validate(self.state.step, path))
             self.task.network.train()
+            self._log_grid(path)
             log.info("validation samples: %s", path)
         self.accelerator.wait_for_everyone()
+
+    def _log_grid(self, path: Path) -> None:
+        """The validation grid as an image in the trackers (tensorboard's IMAGES tab, a wandb media panel)."""
+        with Image.open(path) as grid:
+            images = np.asarray(grid.convert("RGB"))[None]
+        for tracker in self.accelerator.trackers:
+            layout = {"dataformats": "NHWC"} if tracker.name == "tensorboard" else {}
+            tracker.log_images({"validation/samples": images}, step=self.state.step, **layout)
 
     def export(self) -> Path:
         if self.accelerator.is_main_process:
@@ -367,6 +424,8 @@ class Run:
             logs["train/grad_norm"] = sum(window["grad_norms"]) / len(window["grad_norms"])
         if self.ema is not None:
             logs["ema/decay"] = self.ema.cur_decay_value or 0.0
+        if (scale := self._loss_scale()) is not None:
+            logs["train/loss_scale"] = scale
         accelerator.log(logs, step=self.state.step)
         return logs
 
@@ -382,7 +441,14 @@ class Run:
     def train(self, stop_at: int | None = None) -> Summary:
         """Steps until `loop.steps` (or, as if killed there, until `stop_at`: no checkpoint, no export)."""
         accelerator, loop = self.accelerator, self.settings.loop
-        accelerator.init_trackers(self.job, config=_flat("", self.config.model_dump(mode="json")))
+        # tensorboard writes logs/<job>/; wandb a run named for the job, in the config's project, in logs/wandb/
+        project, init_kwargs = self.job, {}
+        if self.config.accelerate.log_with == "wandb":
+            self.paths.logs.mkdir(parents=True, exist_ok=True)
+            project = self.config.name
+            init_kwargs = {"wandb": {"dir": str(self.paths.logs), "name": self.job, "group": self.config.name}}
+        accelerator.init_trackers(project, config=_flat("", self.config.model_dump(mode="json")),
+                                  init_kwargs=init_kwargs)
         batches = self._enter_phase(config_io.phase_at(self.settings.phases, self.state.step))
         progress = tqdm(total=loop.steps, initial=self.state.step, desc=self.job,
                         disable=not accelerator.is_local_main_process)
@@ -396,6 +462,7 @@ class Run:
             if phase != self.phase:
                 batches = self._enter_phase(phase)
             started = time.perf_counter()
+            step_loss = torch.zeros((), device=accelerator.device)
             for _ in range(accum):
                 waited = time.perf_counter()
                 batch = next(batches)
@@ -404,6 +471,7 @@ class Run:
                 if self.on_batch:
                     self.on_batch(batch)
                 losses, grad_norm = self._micro_step(batch)
+                step_loss += losses["loss"].float()
                 for name, value in losses.items():
                     window["sums"][name] = window["sums"].get(name, 0.0) + value / accum
                 if grad_norm is not None and math.isfinite(grad_norm):
@@ -414,6 +482,7 @@ class Run:
             if self.ema is not None:
                 self.ema.step(self.task.network.parameters())
             self.state.step += 1
+            self._check_loss(step_loss)
             window["steps"] += 1
             window["seconds"] += time.perf_counter() - started
             progress.update(1)

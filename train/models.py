@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from train.config import ConditioningConfig
+from train.config import ComputeConfig, ConditioningConfig
 
 CONFIGS = Path(__file__).with_name("configs")
 KINDS = ("unet", "autoencoder")
@@ -36,6 +36,26 @@ def named_config(kind: str, name: str, overrides: dict[str, Any] | None = None) 
                          f"(files under {CONFIGS / kind})")
     config = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
     return config | (overrides or {})
+
+
+def size_compute(kind: str, name: str) -> dict[str, Any]:
+    """The compute settings a named size sets by default (its file's `_compute`; sd1-base checkpoints gradients)."""
+    path = CONFIGS / kind / f"{name}.json"
+    return json.loads(path.read_text()).get("_compute", {}) if path.is_file() else {}
+
+
+def set_compute(network: nn.Module, compute: ComputeConfig, kind: str, size: str) -> None:
+    """The attention kernel, gradient checkpointing and memory format of `network`, in place."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    network.set_attn_processor(AttnProcessor2_0() if compute.attention == "sdpa" else AttnProcessor())
+    checkpointing = compute.gradient_checkpointing
+    if checkpointing is None:
+        checkpointing = size_compute(kind, size).get("gradient_checkpointing", False)
+    if checkpointing:
+        network.enable_gradient_checkpointing()
+    if compute.channels_last:
+        network.to(memory_format=torch.channels_last)
 
 
 def _network_class(kind: str) -> type:
@@ -118,15 +138,16 @@ class ConditioningEncoder(nn.Module):
     FrozenOpenCLIPEmbedder did with OpenCLIP-H, from the penultimate one.
     Image: the image tower's projected embedding as a single token, as SD image variations
     did; a dropped sample gets zeros, the unconditional input for guidance.
+    `device` is where open_clip builds it (the meta device: a FLOP count without weights or memory).
     """
 
-    def __init__(self, config: ConditioningConfig):
+    def __init__(self, config: ConditioningConfig, device: torch.device | str = "cpu"):
         super().__init__()
         import open_clip
 
         register_open_clip_configs()
         try:
-            model = open_clip.create_model(config.model, pretrained=config.pretrained)
+            model = open_clip.create_model(config.model, pretrained=config.pretrained, device=device)
         except RuntimeError as e:
             raise RuntimeError(f"open_clip {config.model} / {config.pretrained}: cannot load weights ({e}); "
                                f"without network access give a local weights file as pretrained:") from e
@@ -143,10 +164,10 @@ class ConditioningEncoder(nn.Module):
             self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
             mean = getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
             std = getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
-            self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("mean", torch.tensor(mean, device=device).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(std, device=device).view(1, 3, 1, 1), persistent=False)
             with torch.no_grad():
-                self.width = int(model.encode_image(torch.zeros(1, 3, *self.image_size)).shape[-1])
+                self.width = int(model.encode_image(torch.zeros(1, 3, *self.image_size, device=device)).shape[-1])
         self.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> "ConditioningEncoder":

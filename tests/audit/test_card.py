@@ -230,4 +230,5 @@ def test_cli_writes_the_card_atomically_where_asked(demo_model, demo_card, tmp_p
     args = parser.parse_args(["model-card", str(demo_model), "--out", str(tmp_path / "cards" / "MODEL_CARD.md")])
     assert args.handler(args) == 0
     assert (tmp_path / "cards" / "MODEL_CARD.md").read_text() == demo_card
-    assert [p.name for p in (tmp_path / "cards").iterdir()] == ["MODEL_CARD.md"]  # no temp file left behind
+    # the sample grid the card links beside it, and no temp file left behind
+    assert sorted(p.name for p in (tmp_path / "cards").iterdir()) == ["MODEL_CARD.md", "samples.png"]

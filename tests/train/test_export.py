@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from train import export, sample
 from train.config import ConditioningConfig
 from train.generate import Model, load
-from train.models import ENCODER_CONFIG, ConditioningEncoder
+from train.models import ConditioningEncoder
 
 PROMPTS = [
     "a red square",
@@ -130,16 +130,67 @@ def test_export_refuses_an_existing_folder(model: Model, tmp_path: Path):
         export.save_pipeline(model, tmp_path)
 
 
-def test_image_conditioned_models_are_refused(model_folder: Path, model: Model, tmp_path: Path):
-    copy = shutil.copytree(model_folder, tmp_path / "final")
-    config = copy / "conditioning" / ENCODER_CONFIG
-    config.write_text(json.dumps(json.loads(config.read_text()) | {"encoder": "image", "layer": "last"}))
-    with pytest.raises(export.ExportError, match="covers text-conditioned models"):
-        export.export_diffusers(copy, tmp_path / "sd")
+def test_the_text_encoder_of_an_image_conditioned_model_is_refused():
     image = ConditioningEncoder(ConditioningConfig(encoder="image", model="cleanroom-tiny-text"))
-    with pytest.raises(export.ExportError, match="covers text-conditioned models"):
-        export.write_single_file(dataclasses.replace(model, encoder=image), tmp_path / "x.safetensors")
-    assert not (tmp_path / "sd").exists() and not (tmp_path / "x.safetensors").exists()
+    with pytest.raises(export.ExportError, match="a text encoder is exported for text-conditioned models only"):
+        export.text_encoder(image)
+
+
+def reference_a1111_hashes(path: Path) -> tuple[str, str]:
+    """What AUTOMATIC1111's modules/hashes.py and sd_models.py compute for a checkpoint: the short hash (first 10
+    hex of the file's sha256) and the old model hash (sha256 of 0x10000 bytes at 0x100000, first 8 hex)."""
+    data = path.read_bytes()
+    return hashlib.sha256(data).hexdigest()[:10], hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8]
+
+
+def test_sample_pngs_carry_the_a1111_hash_of_the_single_file(exported: dict, model: Model, tmp_path: Path):
+    from train.generate import SampleSettings, read_infotext, sample_to_folder
+
+    single = Path(exported["single_file"])
+    assert single.stat().st_size > 0x110000  # the old hash reads bytes the file has
+    short, old = reference_a1111_hashes(single)
+    assert (exported["a1111"]["short_hash"], exported["a1111"]["old_hash"]) == (short, old)
+    png = sample_to_folder(model, ["a red square"], SampleSettings(steps=1), tmp_path / "samples")[0]
+    assert read_infotext(png)["Model hash"] == short
+    again = export.write_single_file(model, tmp_path / "again.safetensors")
+    assert again.read_bytes() == single.read_bytes()  # the same weights, the same file, the same hash
+
+
+def test_single_file_is_what_safetensors_reads(exported: dict, model: Model):
+    from safetensors.torch import load_file
+
+    state = load_file(exported["single_file"])
+    want = export.ldm_state_dict(model)
+    assert state.keys() == want.keys() and all(torch.equal(state[k], want[k]) for k in want)
+
+
+def test_original_config_beside_the_single_file_builds_the_exported_networks(exported: dict, model: Model):
+    from diffusers.loaders.single_file_utils import (create_unet_diffusers_config_from_ldm,
+                                                     create_vae_diffusers_config_from_ldm)
+    from safetensors.torch import load_file
+
+    path = Path(exported["original_config"])
+    assert path == Path(exported["single_file"]).with_suffix(".yaml")
+    text = path.read_text()
+    assert text.startswith("# norm_num_groups unet 8, vae 8: LDM code normalises in 32 groups")  # the tiny sizes
+    config = yaml.safe_load(text)
+    params = config["model"]["params"]
+    assert config["model"]["target"] == "ldm.models.diffusion.ddpm.LatentDiffusion"
+    assert params["scale_factor"] == model.vae.config.scaling_factor != 0.18215  # measured by the autoencoder job
+    assert params["image_size"] == 8 and params["channels"] == 4 and params["parameterization"] == "eps"
+    assert (params["linear_start"], params["linear_end"], params["beta_schedule"]) == (0.00085, 0.012, "linear")
+    cond = params["cond_stage_config"]
+    assert cond["target"] == "ldm.modules.encoders.modules.FrozenOpenCLIPEmbedder"
+    assert cond["params"] == {"arch": "cleanroom-tiny-text", "version": None, "freeze": True, "layer": "penultimate"}
+    checkpoint = load_file(exported["single_file"])
+    unet = create_unet_diffusers_config_from_ldm(config, checkpoint)
+    for key in ("block_out_channels", "down_block_types", "up_block_types", "layers_per_block", "cross_attention_dim",
+                "attention_head_dim", "use_linear_projection", "in_channels", "out_channels"):
+        assert unet[key] == model.unet.config[key] or list(unet[key]) == list(model.unet.config[key]), key
+    vae = create_vae_diffusers_config_from_ldm(config, checkpoint)
+    assert vae["scaling_factor"] == model.vae.config.scaling_factor
+    for key in ("block_out_channels", "latent_channels", "layers_per_block"):
+        assert list(np.atleast_1d(vae[key])) == list(np.atleast_1d(model.vae.config[key])), key
 
 
 def _layer_scale(encoder: ConditioningEncoder) -> None:
