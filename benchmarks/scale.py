@@ -1,17 +1,20 @@
 """Does a curation run cost the same per record at N and at 4N records? Memory and CPU, per stage.
 
 Builds a corpus of distinct synthetic JPEGs (a folder source, CC0) served on loopback, runs the
-whole pipeline on local Ray with the tiny random CLIP, the aesthetic, watermark and NSFW heads,
-exact, pHash and CLIP dedup, and CLIP similarity on the captions, at N and at 4N records, and
+whole pipeline on local Ray with the tiny random CLIP, the aesthetic and NSFW heads, exact, pHash
+and CLIP dedup, and CLIP similarity on the captions, at N and at 4N records, and
 prints per stage: records/s and CPU seconds of the whole process tree (this driver, Ray and its
 workers); then the driver's and the whole tree's peak RSS at each size, and
 
     rss ratio   peak tree RSS at 4N / at N         (flat memory: about 1)
     cost ratio  CPU seconds per record at 4N / at N (linear cost: about 1)
 
-Run::
+``--watermark`` adds the LAION watermark detector (a full EfficientNet-B3 per image, random
+weights): its cost per record is constant, about 0.2 CPU s here, so it slows the run tenfold
+without changing either ratio. Run::
 
-    python benchmarks/scale.py [--records 8000] [--factor 4] [--keep DIR]
+    python benchmarks/scale.py [--records 8000] [--factor 4] [--watermark] [--keep DIR]
+    python benchmarks/scale.py --records 200000 --single    # one size: its figures, no ratios
 """
 
 from __future__ import annotations
@@ -45,12 +48,13 @@ def make_images(folder: Path, count: int) -> None:
         (folder / f"{i:07d}.jpg").write_bytes(buffer.getvalue())
 
 
-def pipeline(root: Path, images: Path, url: str, models: Path) -> Path:
+def pipeline(root: Path, images: Path, url: str, models: Path, with_watermark: bool) -> Path:
     manifest = root / "synthetic.yaml"
     manifest.write_text(yaml.safe_dump({"source": "synthetic", "name": "Synthetic", "adapter": "local",
                                         "metadata": [str(images)],
                                         "options": {"license": "CC0-1.0", "base_url": url}}))
     clip = {"model": "cleanroom-tiny-clip"}
+    detector = {"watermark": {"weights": str(models / "watermark_model_v1.pt"), "max_pwatermark": 1.0}}
     path = root / "pipeline.yaml"
     path.write_text(yaml.safe_dump({
         "name": "scale", "sources": [{"manifest": str(manifest)}],
@@ -59,8 +63,8 @@ def pipeline(root: Path, images: Path, url: str, models: Path) -> Path:
         "scoring": {"clip": clip, "batch_size": 64,
                     "aesthetic": {"format": "improved_mlp", "weights": str(models / "aesthetic-mlp.pth"),
                                   "min_score": -100.0},
-                    "watermark": {"weights": str(models / "watermark_model_v1.pt"), "max_pwatermark": 1.0},
-                    "nsfw": {"kind": "head", "weights": str(models / "nsfw-head.pt"), "max_pnsfw": 1.0}},
+                    "nsfw": {"kind": "head", "weights": str(models / "nsfw-head.pt"), "max_pnsfw": 1.0},
+                    **(detector if with_watermark else {})},
         "dedup": {"exact": True, "near": {"phash": {"max_distance": 4}, "clip": {"threshold": 0.9999}}},
         "captions": {"choose": ["metadata"], "similarity": {"model": clip, "threshold": -1.0, "batch_size": 64}},
         "shards": {"samples_per_shard": 1000}, "ray": {"num_cpus": 2}}, sort_keys=False))
@@ -107,31 +111,35 @@ class TreeSampler:
         self._thread.join()
 
 
-ORIGINAL_STAGE = curate_run.Run.stage
+ORIGINAL = {"stage": curate_run.Run.stage, "fetch": curate_run.Run.fetch, "write_shards": curate_run.Run.write_shards}
 
 
-def timed_stages(costs: dict[str, dict[str, float]], sampler: TreeSampler):
-    """Run.stage wrapped to record each stage's wall and tree CPU seconds into ``costs``."""
+def timed(costs: dict[str, dict[str, float]], sampler: TreeSampler, method: str):
+    """A Run method wrapped to record its wall and tree CPU seconds into ``costs``: under the stage's
+    name for ``stage``, else under the method's (fetch and the tar writing are not stages)."""
+    original = ORIGINAL[method]
 
-    def stage(self, name, produce):
+    def wrapper(self, *args):
         wall, cpu = time.perf_counter(), sampler.cpu()
         try:
-            return ORIGINAL_STAGE(self, name, produce)
+            return original(self, *args)
         finally:
+            name = args[0] if method == "stage" else method
             costs[name] = {"seconds": time.perf_counter() - wall, "cpu": sampler.cpu() - cpu}
-    return stage
+    return wrapper
 
 
-def measure(root: Path, records: int) -> dict:
+def measure(root: Path, records: int, with_watermark: bool) -> dict:
     images, models = root / "images", root / "models"
     make_images(images, records)
     models.mkdir()
     demo.write_models(models, 32)
     costs: dict[str, dict[str, float]] = {}
     with serve(images) as url, TreeSampler() as sampler:
-        curate_run.Run.stage = timed_stages(costs, sampler)
+        for method in ORIGINAL:
+            setattr(curate_run.Run, method, timed(costs, sampler, method))
         wall, cpu = time.perf_counter(), sampler.cpu()
-        stats = curate_run.run(pipeline(root, images, url, models), root / "out")
+        stats = curate_run.run(pipeline(root, images, url, models, with_watermark), root / "out")
         total = {"seconds": time.perf_counter() - wall, "cpu": sampler.cpu() - cpu}
     return {"records": records, "kept": stats["kept"], "stages": costs, "total": total,
             "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -151,14 +159,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=8000)
     parser.add_argument("--factor", type=int, default=4)
+    parser.add_argument("--watermark", action="store_true", help="score with the watermark detector too")
     parser.add_argument("--keep", type=Path, help="keep the run folders here (default: a temporary folder)")
+    parser.add_argument("--single", action="store_true", help="measure --records only, without the 4N run")
     args = parser.parse_args()
+    sizes = [args.records] if args.single else [args.records, args.records * args.factor]
     with tempfile.TemporaryDirectory() as scratch:
         base = args.keep or Path(scratch)
         results = []
-        for n in (args.records, args.records * args.factor):
-            results.append(measure(base / f"n{n}", n))
+        for n in sizes:
+            results.append(measure(base / f"n{n}", n, args.watermark))
             show(results[-1])
+    if args.single:
+        print(json.dumps(results))
+        return
     small, large = results
     print(f"\nrss ratio  {large['tree_peak_mb'] / small['tree_peak_mb']:.2f}  (tree peak, {args.factor}N / N)")
     per_record = [r["total"]["cpu"] / r["records"] for r in results]

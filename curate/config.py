@@ -110,8 +110,9 @@ class Demo(Strict):
         "Embedding width of the demo's CLIP (cleanroom-tiny-clip)."))
 
 
-# The stages that hold a model, each run by Ray Data as a pool of actors that load it once.
-MODEL_STAGES = ("embed", "watermark", "captioner", "similarity")
+# The stages that hold a model, each run by Ray Data as a pool of actors that load it once
+# (``score``: the CLIP embedder and the watermark detector, which share each decoded image).
+MODEL_STAGES = ("score", "captioner", "similarity")
 
 
 class ActorResources(Strict):

@@ -22,15 +22,16 @@ import pyarrow.parquet as pq
 
 from curate import dedup, demo, fetch, licenses, progress, records, shards, stages, verdict
 from curate.caption import Captioner, ClipSimilarity
-from curate.captioners.config import captioner_class
+from curate.captioners.config import SimilarityFilter, captioner_class
 from curate.config import ActorResources, RunConfig, load_pipeline, resolve
 from curate.ingest import Ingest, work_items
 from curate.progress import Progress
 from curate.rights import steps as rights
 from curate.io import atomic_path, write_parquet_atomic
 from curate.runfolder import RunFolder
-from curate.score import embed, images, store, watermark
+from curate.score import images, resolution, store
 from curate.score.filter import EmbeddingHeads, ScoreThresholds
+from curate.score.together import ScoreImages
 
 log = logging.getLogger("cleanroom.run")
 SHARD_ROWS = "rows"  # work/shards/rows/shard=NAME/*.parquet: the rows each shard is written from
@@ -50,7 +51,12 @@ def ray_session(config: RunConfig, address: str | None) -> Iterator[None]:
         ray.init(address="local", num_cpus=config.pipeline.ray.num_cpus, include_dashboard=False,
                  log_to_driver=False)
     # Ray Data's bars on a terminal; elsewhere (a log file, CI) curate.progress writes plain lines.
-    ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = sys.stderr.isatty()
+    # Ray 2.60's new parquet reader lists files in a task of one whole CPU, which the read's
+    # num_cpus does not reach: on nodes whose half-CPU actors leave half a CPU each (task_args),
+    # it never runs. The first reader runs every read task with the CPUs asked.
+    context.use_datasource_v2 = False
     try:
         yield
     finally:
@@ -84,18 +90,21 @@ class Run:
         self.config = config
         self.folder = folder
         self.policy = licenses.Policy.load(config.policy_file)
+        self.times = progress.StepTimes(folder.root)
+        self.timer: progress.Timer | None = None  # the step being timed, which Ray's CPU time is added to
 
     def stage(self, name: str, produce: Callable[[Path], None]) -> Path:
         """Run ``produce`` into a scratch folder that becomes ``work/<name>`` only when it finished."""
         final = self.folder.stage_dir(name)
         if final.exists():
             log.info("stage %s: already done", name)
+            self.times.resumed(name)
             return final
         scratch = self.folder.partial_dir(name)
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         log.info("stage %s", name)
-        with Progress(f"stage {name}", scratch, self.records_in(name)):
+        with Progress(f"stage {name}", scratch, self.records_in(name)), self.times.timed(name) as self.timer:
             produce(scratch)
         os.replace(scratch, final)
         return final
@@ -110,7 +119,10 @@ class Run:
     def execute(self) -> dict[str, Any]:
         self.stage("ingest", self.ingest)
         if not self.folder.stage_dir(stages.FILTER_STEP).exists():  # fetch results are only read by the filters
-            self.fetch()
+            with self.times.timed("fetch"):
+                self.fetch()
+        else:
+            self.times.resumed("fetch")
         self.stage(stages.FILTER_STEP, self.filter)
         if self.config.pipeline.scoring is not None:
             self.stage("score", self.score)
@@ -132,24 +144,34 @@ class Run:
         import ray
 
         policy = self.policy
-        (ray.data.from_items(work_items(self.config.sources))
-         .map_batches(Ingest(self.config.sources), batch_size=1, batch_format="pyarrow")
-         .map_batches(lambda t: verdict.apply_policy(t, policy), batch_format="pyarrow")
-         .write_parquet(str(into)))
+        self.write(ray.data.from_items(work_items(self.config.sources))
+                   .map_batches(Ingest(self.config.sources), batch_size=1, batch_format="pyarrow")
+                   .map_batches(lambda t: verdict.apply_policy(t, policy), batch_format="pyarrow"), into)
+
+    def write(self, ds: Any, into: Path, tasks: dict[str, float] | None = None) -> None:
+        """Write the Ray dataset ``ds`` into ``into``; the CPU time its tasks took counts in the current step.
+
+        ``tasks``: the resources each write task asks for (``task_args``), as the dataset's other tasks.
+        """
+        ds.write_parquet(str(into), ray_remote_args=tasks or {})
+        self.timer.add_cpu(ray_cpu_seconds(ds))
 
     def fetch(self) -> None:
         con = duckdb.connect()
         checks = self.record_filters()
         for source in self.config.sources:
             candidates = con.sql(
-                "SELECT key, url FROM read_parquet(?) WHERE status = ? AND source = ? ORDER BY key",
+                "SELECT key, url, page_url, meta FROM read_parquet(?) WHERE status = ? AND source = ? ORDER BY key",
                 params=[self.folder.stage_glob("ingest"), records.PENDING, source.source]).to_arrow_table()
             if candidates.num_rows:
-                # Hosts' robots.txt and tdmrep.json decide first, so what they disallow is never requested.
+                # The size a source's metadata states is judged first: what it rejects is never requested,
+                # nor its host asked. Then hosts' robots.txt and tdmrep.json, so what they disallow is not either.
+                candidates, too_small = resolution.before_fetch(candidates, checks)
                 candidates, decided = rights.before_fetch(candidates, checks, source.fetch.timeout,
                                                           source.fetch.user_agent_token)
                 log.info("fetch %s: %d candidates", source.source, candidates.num_rows)
-                fetch.download(candidates, self.folder.fetch_root / source.source, source.fetch, decided)
+                fetch.download(candidates, self.folder.fetch_root / source.source, source.fetch,
+                               pa.concat_tables([too_small, decided]))
 
     def fetch_dirs(self) -> list[Path]:
         return [d for d in sorted(self.folder.fetch_root.glob("*")) if d.is_dir()]
@@ -164,7 +186,7 @@ class Run:
         ds = ray.data.read_parquet(str(joined)).map_batches(fetch.ApplyFetch(), batch_format="pyarrow")
         for record_filter in self.record_filters():
             ds = ds.map_batches(record_filter, batch_format="pyarrow")
-        ds.write_parquet(str(into))
+        self.write(ds, into)
         shutil.rmtree(joined)
 
     def record_filters(self) -> list[Callable[[pa.Table], pa.Table]]:
@@ -179,22 +201,16 @@ class Run:
         heads = EmbeddingHeads(settings)  # checks every weight file and shape before any image is read
         embeddings = self.folder.embeddings
         shutil.rmtree(embeddings, ignore_errors=True)  # an unfinished stage is redone whole
-        sharing = 2 if settings.watermark else 1
-        ds = (ray.data.read_parquet(str(self.folder.stage_dir(stages.FILTER_STEP)))
+        models = self.model_stage("score", settings.batch_size, sharing=1)
+        tasks = task_args(models)
+        ds = (ray.data.read_parquet(str(self.folder.stage_dir(stages.FILTER_STEP)), **tasks)
               .map_batches(images.AttachImages(self.folder.fetch_root), batch_size=settings.batch_size,
-                           batch_format="pyarrow")
-              .map_batches(embed.Embed, fn_constructor_kwargs={"spec": settings.clip,
-                                                               "batch_size": settings.batch_size},
-                           **self.model_stage("embed", settings.batch_size, sharing)))
-        if settings.watermark:
-            ds = ds.map_batches(watermark.Watermark, fn_constructor_kwargs={"config": settings.watermark},
-                                **self.model_stage("watermark", settings.batch_size, sharing))
-        (ds.map_batches(dedup.add_phash, batch_format="pyarrow")
-         .map_batches(images.drop_images, batch_format="pyarrow")
-         .map_batches(heads, batch_format="pyarrow")
-         .map_batches(store.EmbeddingWriter(embeddings), batch_format="pyarrow")
-         .map_batches(ScoreThresholds(settings), batch_format="pyarrow")
-         .write_parquet(str(into)))
+                           batch_format="pyarrow", **tasks)
+              .map_batches(ScoreImages, fn_constructor_args=(settings,), **models))
+        self.write(ds.map_batches(images.drop_images, batch_format="pyarrow", **tasks)
+                   .map_batches(heads, batch_format="pyarrow", **tasks)
+                   .map_batches(store.EmbeddingWriter(embeddings), batch_format="pyarrow", **tasks)
+                   .map_batches(ScoreThresholds(settings), batch_format="pyarrow", **tasks), into, tasks)
 
     def model_stage(self, name: str, batch_size: int, sharing: int) -> dict[str, Any]:
         """Ray arguments for a stage that holds a model: a pool of actors that each load it once."""
@@ -218,7 +234,8 @@ class Run:
         settings = self.config.pipeline.dedup
         decisions = dedup.exact_decisions(source, ranks, priority) if settings.exact else dedup.empty_decisions()
         if settings.near.phash or settings.near.clip:
-            near = dedup.near_decisions(source, self.folder.embeddings, ranks, priority, settings.near, decisions)
+            near = dedup.near_decisions(source, self.folder.embeddings, ranks, priority, settings.near, decisions,
+                                        spread=dedup.ray_map)
             decisions = pa.concat_tables([decisions, near])
         write_parquet_atomic(decisions, into / "decisions.parquet")
 
@@ -226,26 +243,46 @@ class Run:
         import ray
 
         captions = self.config.pipeline.captions
-        decisions = pq.read_table(self.folder.stage_dir("dedup") / "decisions.parquet")
-        ds = (ray.data.read_parquet(str(self.folder.stage_dir(self.before_dedup)))
-              .map_batches(dedup.ApplyDuplicates(decisions), batch_format="pyarrow"))
-        models = [m for m in (captions.captioner, captions.similarity) if m is not None]
+        joined = self.folder.work / "caption.input"
+        shutil.rmtree(joined, ignore_errors=True)
+        dedup.join_decisions(self.folder.stage_glob(self.before_dedup),
+                             self.folder.stage_dir("dedup") / "decisions.parquet", joined)
+        sharing = (captions.captioner is not None) + (captions.similarity is not None)
+        pools = {name: self.model_stage(name, model.batch_size, sharing)
+                 for name, model in (("captioner", captions.captioner), ("similarity", captions.similarity))
+                 if model is not None}
+        tasks = task_args(*pools.values())
+        ds = (ray.data.read_parquet(str(joined), **tasks)
+              .map_batches(dedup.ApplyDuplicates(), batch_format="pyarrow", **tasks))
+        stored = self.stored_embeddings_for(captions.similarity)
+        models = [m for m in (captions.captioner, captions.similarity if stored is None else None) if m is not None]
         uses_images = bool(models)
         if uses_images:  # batches of a model's size: a worker holds that many images, not a block's
             ds = ds.map_batches(images.AttachImages(self.folder.fetch_root), batch_format="pyarrow",
-                                batch_size=min(m.batch_size for m in models))
-        sharing = (captions.captioner is not None) + (captions.similarity is not None)
+                                batch_size=min(m.batch_size for m in models), **tasks)
         if captions.captioner is not None:
             ds = ds.map_batches(captioner_class(captions.captioner.kind), fn_constructor_args=(captions,),
-                                **self.model_stage("captioner", captions.captioner.batch_size, sharing))
+                                **pools["captioner"])
         ds = ds.map_batches(Captioner(captions, {s.source: s.adapter for s in self.config.sources}),
-                            batch_format="pyarrow")
+                            batch_format="pyarrow", **tasks)
         if captions.similarity is not None:
-            ds = ds.map_batches(ClipSimilarity, fn_constructor_args=(captions.similarity,),
-                                **self.model_stage("similarity", captions.similarity.batch_size, sharing))
+            ds = ds.map_batches(ClipSimilarity, fn_constructor_args=(captions.similarity, stored),
+                                **pools["similarity"])
         if uses_images:
-            ds = ds.map_batches(images.drop_images, batch_format="pyarrow")
-        ds.write_parquet(str(into))
+            ds = ds.map_batches(images.drop_images, batch_format="pyarrow", **tasks)
+        self.write(ds, into, tasks)
+        shutil.rmtree(joined)
+
+    def stored_embeddings_for(self, similarity: SimilarityFilter | None) -> Path | None:
+        """The run's embedding store when scoring embedded the images with the similarity filter's model.
+
+        The same weights give the same image embedding, so the filter reads it instead of decoding
+        and encoding every image again.
+        """
+        scoring = self.config.pipeline.scoring
+        if similarity is None or scoring is None or similarity.model.describe() != scoring.clip.describe():
+            return None
+        return self.folder.embeddings
 
     def assign(self, into: Path) -> None:
         """Each record still pending gets its shard, by key order; its row is written under its shard's folder.
@@ -270,9 +307,14 @@ class Run:
         names = sorted(p.name.removeprefix("shard=") for p in self.shard_rows.glob("shard=*"))
         writer = ShardWriter(self.folder.shards, self.shard_rows, self.folder.fetch_root)
         todo = [n for n in names if not shards.is_complete(self.folder.shards, n)]
-        if todo:
-            ray.data.from_items([{"shard": n} for n in todo]).map_batches(
-                writer, batch_size=1, batch_format="pyarrow").materialize()
+        if not todo and "write" in self.times.steps:  # an earlier invocation wrote them all
+            self.times.resumed("write")
+            return names
+        with self.times.timed("write") as self.timer:
+            if todo:
+                written = ray.data.from_items([{"shard": n} for n in todo]).map_batches(
+                    writer, batch_size=1, batch_format="pyarrow").materialize()
+                self.timer.add_cpu(ray_cpu_seconds(written))
         return names
 
     def write_manifest(self) -> None:
@@ -303,11 +345,22 @@ class Run:
             """, [records.KEPT, self.folder.stage_glob("caption"), str(tmp)])
 
 
+def task_args(*pools: dict[str, Any]) -> dict[str, float]:
+    """What each task of a dataset that also runs these actor pools asks for.
+
+    An actor of half a CPU leaves half a CPU free on its node. A task of one CPU fits on no
+    such node, and on a cluster of small nodes (two nodes of one CPU, each holding one
+    half-CPU actor) Ray Data then waits forever. So the dataset's tasks ask for the smallest
+    share an actor takes, and fit wherever an actor does.
+    """
+    return {"num_cpus": min([1.0, *(pool["num_cpus"] for pool in pools)])}
+
+
 def actor_resources(asked: ActorResources, cpus: float, gpus: float, sharing: int) -> dict[str, Any]:
     """A model stage's actor pool: what the pipeline asked, the rest derived from the cluster's resources.
 
-    ``sharing`` model stages run at once in one dataset (embed and watermark; captioner and
-    similarity). With GPUs, each actor takes its share of one GPU and the pool grows to one
+    ``sharing`` model stages run at once in one dataset (the captioner and the similarity
+    filter). With GPUs, each actor takes its share of one GPU and the pool grows to one
     actor per GPU. Without, each actor takes one CPU and the pool grows to a quarter of the
     cores per stage; on a machine of four cores or fewer one half-CPU actor each, since two
     1-CPU actors on 2 cores starve the read tasks and Ray Data stalls. Ray then runs torch
@@ -323,6 +376,19 @@ def actor_resources(asked: ActorResources, cpus: float, gpus: float, sharing: in
     low = chosen.get("min_actors", 1)
     return {"min_size": low, "max_size": max(low, chosen["max_actors"]),
             "num_cpus": chosen["num_cpus"], "num_gpus": chosen["num_gpus"]}
+
+
+def ray_cpu_seconds(ds: Any) -> float:
+    """The CPU time the tasks of an executed Ray dataset took, from Ray Data's per-operator stats."""
+    summaries, total, seen = [ds.get_stats_summary()], 0.0, set()
+    while summaries:
+        summary = summaries.pop()
+        if summary.dataset_uuid in seen:
+            continue
+        seen.add(summary.dataset_uuid)
+        total += sum(op.cpu_time.sum for op in summary.operators_stats if op.cpu_time and not op.is_sub_operator)
+        summaries += summary.parents
+    return total
 
 
 class ShardWriter:

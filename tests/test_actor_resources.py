@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from curate.config import ActorResources, RayConfig
-from curate.run import actor_resources
+from curate.run import actor_resources, task_args
 
 
 def pool(cpus, gpus, sharing=2, **asked):
@@ -34,6 +34,14 @@ def test_what_the_pipeline_asks_wins_over_what_is_derived():
 
 def test_stage_resources_are_checked_when_the_pipeline_loads():
     with pytest.raises(ValidationError, match="min_actors"):
-        RayConfig(stages={"embed": {"min_actors": 4, "max_actors": 2}})
+        RayConfig(stages={"score": {"min_actors": 4, "max_actors": 2}})
     with pytest.raises(ValidationError, match="embedder"):
         RayConfig(stages={"embedder": {}})
+
+
+def test_tasks_beside_half_cpu_actors_ask_half_a_cpu_so_small_nodes_never_stall():
+    # Two nodes of one CPU, each holding one half-CPU actor, have half a CPU free each: a 1-CPU task fits nowhere.
+    laptop = pool(2, 0)
+    assert task_args(laptop, laptop) == {"num_cpus": 0.5}
+    assert task_args(pool(96, 0), pool(96, 0, num_cpus=4)) == {"num_cpus": 1.0}
+    assert task_args() == {"num_cpus": 1.0}

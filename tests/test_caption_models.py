@@ -168,3 +168,20 @@ def test_similarity_plumbing_on_the_tiny_clip(tiny_clip):
     assert scores == tiny_clip(table)["caption_clip_similarity"].to_pylist()
     strict = ClipSimilarity(SimilarityFilter(model=TINY_CLIP, threshold=1.0))  # no cosine of these reaches 1
     assert set(strict(table)["status"].to_pylist()) == {"rejected"}
+
+
+def test_similarity_from_the_scoring_embeddings_matches_encoding_the_images_again(tiny_clip, tmp_path):
+    from curate.score import embed, store
+    from curate.score.clip import ClipSpec
+
+    table = batch(["red", "blue", "green"], captions=["a red square", "a blue square", None])
+    scored = store.EmbeddingWriter(tmp_path)(embed.Embed(ClipSpec(**TINY_CLIP))(table)).drop_columns(["jpg"])
+    from_store = ClipSimilarity(SimilarityFilter(model=TINY_CLIP, threshold=0.28), stored=tmp_path)(scored)
+    again = tiny_clip(table)["caption_clip_similarity"].to_pylist()
+    reused = from_store["caption_clip_similarity"].to_pylist()
+    assert reused[2] is None  # no caption: not scored, as without the store
+    assert reused[:2] == pytest.approx(again[:2], abs=2e-3)  # the store keeps float16
+    unstored = scored.set_column(scored.schema.get_field_index(store.FILE), store.FILE,
+                                 pa.array([None] * 3, pa.string()))
+    with pytest.raises(ValueError, match=f"{scored['key'][0].as_py()} has no stored embedding"):
+        ClipSimilarity(SimilarityFilter(model=TINY_CLIP, threshold=0.28), stored=tmp_path)(unstored)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -57,6 +59,40 @@ def test_the_demo_on_two_nodes_decides_every_record_as_a_local_run_does(tmp_path
     assert stats["kept"] == RunFolder(demo_out).stats()["kept"]
 
 
+def wait_for_port(port: int, head: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            pytest.fail(f"ray start --head exited with {head.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(1)
+    pytest.fail(f"the head's dashboard did not listen on port {port} within {seconds} s")
+
+
+def stop(head: subprocess.Popen) -> None:
+    """The head and every process it started (its process group): SIGTERM, then SIGKILL."""
+    try:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+    except ProcessLookupError:
+        pass
+
+
+def submit_when_the_job_agent_is_up(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``ray job submit``, asked again while the head's job agent is still starting (nothing was submitted)."""
+    for _ in range(30):
+        submitted = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
+        if "No available agent to submit job" not in submitted.stderr + submitted.stdout:
+            return submitted
+        time.sleep(5)
+    return submitted
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_a_run_submitted_as_a_ray_job_finishes(tmp_path):
@@ -67,17 +103,20 @@ def test_a_run_submitted_as_a_ray_job_finishes(tmp_path):
     # Ray's token authentication, as a real head should run: the head and the job CLI share the token.
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     port, dashboard = free_port(), free_port()
-    subprocess.run([str(RAY), "start", "--head", "--num-cpus", "2", "--port", str(port), "--node-ip-address",
-                    "127.0.0.1", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-                    "--temp-dir", str(ray_tmp), "--disable-usage-stats"], check=True, env=env, timeout=180)
+    # --block keeps the head in this process group, so the test stops its own head only: `ray stop`
+    # would stop every Ray on the machine, another user's runs included.
+    head = subprocess.Popen([str(RAY), "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
+                             "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1", "--dashboard-port",
+                             str(dashboard), "--temp-dir", str(ray_tmp), "--disable-usage-stats"],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = tmp_path / "out"
     try:
-        submitted = subprocess.run(
+        wait_for_port(dashboard, head)
+        submitted = submit_when_the_job_agent_is_up(
             [str(RAY), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT),
-             "--", str(Path(sys.executable).parent / "cleanroom"), "curate", "run", "demo", "--out", str(out)],
-            capture_output=True, text=True, env=env, timeout=1200)
+             "--", str(Path(sys.executable).parent / "cleanroom"), "curate", "run", "demo", "--out", str(out)], env)
     finally:
-        subprocess.run([str(RAY), "stop", "--force"], env=env, timeout=120)
+        stop(head)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "succeeded" in submitted.stdout

@@ -199,6 +199,23 @@ def test_clustered_search_from_the_store_finds_the_same_pairs_as_comparing_every
         assert np.allclose(cosines, products, atol=1e-5)
 
 
+def test_groups_compared_as_ray_tasks_find_the_same_pairs(tmp_path):
+    import ray
+
+    reader, _, planted = clustered_store(tmp_path)
+    every = np.arange(len(reader))
+    config = dedup.ClipDedup(threshold=0.95, exact_below=0, max_vectors=3_000)  # many groups, several in flight
+    here, here_cosines = dedup.similar_pairs(reader, every, config)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        spread, spread_cosines = dedup.similar_pairs(reader, every, config, dedup.ray_map)
+    finally:
+        ray.shutdown()
+    assert planted <= set(map(tuple, spread.tolist()))
+    assert spread.tolist() == here.tolist()
+    assert np.array_equal(spread_cosines, here_cosines)
+
+
 def test_clip_dedup_reads_only_the_candidates_among_the_stored_rows(tmp_path):
     reader, vectors, planted = clustered_store(tmp_path, n=2_000)
     some = np.arange(0, len(reader), 2)
@@ -263,7 +280,7 @@ def test_apply_duplicates_carries_each_reason_and_detail():
                           "duplicate_of": [key("met", "kept")] * 3,
                           "reason": ["exact_sha256", "near_duplicate_phash", "near_duplicate_clip"],
                           "detail": ["same bytes", "pHash 2 bits", "CLIP cosine 0.990"]}, schema=dedup.DECISIONS)
-    out = dedup.ApplyDuplicates(decisions)(records.to_table(rows)).to_pylist()
+    out = dedup.ApplyDuplicates()(dedup.attach_decisions(records.to_table(rows), decisions)).to_pylist()
     assert [(r["status"], r["reason"], r["duplicate_of"], r["detail"]) for r in out] == [
         ("duplicate", "exact_sha256", key("met", "kept"), "same bytes"),
         ("duplicate", "near_duplicate_phash", key("met", "kept"), "pHash 2 bits"),

@@ -45,7 +45,7 @@ def test_exact_dedup_keeps_best_license_then_size_then_source(tmp_path):
     assert survivor == {key("commons", "pd"): key("met", "cc0"),
                         key("met", "small"): key("local", "big"),
                         key("commons", "tie"): key("met", "tie")}
-    out = dedup.ApplyDuplicates(decisions)(records.to_table(rows)).to_pylist()
+    out = dedup.ApplyDuplicates()(dedup.attach_decisions(records.to_table(rows), decisions)).to_pylist()
     assert sum(r["status"] == "duplicate" for r in out) == 3
     assert {r["duplicate_of"] for r in out if r["status"] == "duplicate"} == set(survivor.values())
 

@@ -77,7 +77,10 @@ class Embed:
         self.what = f"embedder {spec.describe()}"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        batch, rows, pictures = images.decode(batch, "score", self.what)
+        return self.apply(*images.decode(batch, "score", self.what))
+
+    def apply(self, batch: pa.Table, rows: list[int], pictures: list) -> pa.Table:
+        """``embedding`` for the given rows of ``batch`` from their decoded pictures."""
         vectors = np.zeros((len(rows), self.loaded.embed_dim), dtype=np.float32)
         for start in range(0, len(rows), self.batch_size):
             vectors[start:start + self.batch_size] = self.encode(pictures[start:start + self.batch_size])

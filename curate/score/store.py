@@ -165,6 +165,28 @@ class Reader:
         return block.reshape(stop - start, part.dim)
 
 
+def read_located(root: Path, files: list[str], rows: list[int]) -> np.ndarray:
+    """float16 (len(files), dim): the embedding at each (``embedding_file``, ``embedding_row``) of a batch.
+
+    Reads only the rows asked for, one part file at a time; no metadata or other part is read.
+    """
+    root = Path(root)
+    by_file: dict[str, list[int]] = {}
+    for i, name in enumerate(files):
+        by_file.setdefault(name, []).append(i)
+    out: np.ndarray | None = None
+    for name, where in sorted(by_file.items()):
+        header = np.load(root / name, mmap_mode="r")  # the header only: shape and where the rows start
+        if header.ndim != 2 or header.dtype != np.float16:
+            raise ValueError(f"{root / name}: {header.dtype} {header.shape} is not a float16 embedding matrix")
+        part = Part(root / name, root / name, len(header), header.shape[1], header.offset)
+        del header
+        if out is None:
+            out = np.empty((len(files), part.dim), dtype=np.float16)
+        out[where] = Reader([part]).gather(np.array([rows[i] for i in where], dtype=np.int64))
+    return out if out is not None else np.empty((0, 0), dtype=np.float16)
+
+
 def register_keys(con: duckdb.DuckDBPyConnection, parts: list[Part], table: str, first_row: int = 0) -> None:
     """Create the DuckDB table ``table`` (key, row): each stored key and its row in a ``Reader`` over
     ``parts``, rows numbered from ``first_row`` (where these parts start among several stores).

@@ -86,7 +86,10 @@ class Watermark:
         self.what = f"watermark detector {config.describe()}"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        batch, rows, pictures = images.decode(batch, "score", self.what)
+        return self.apply(*images.decode(batch, "score", self.what))
+
+    def apply(self, batch: pa.Table, rows: list[int], pictures: list) -> pa.Table:
+        """``pwatermark`` for the given rows of ``batch`` from their decoded pictures."""
         scores = np.zeros(len(rows), dtype=np.float32)
         for start in range(0, len(rows), self.batch_size):
             scores[start:start + self.batch_size] = self.pwatermark(pictures[start:start + self.batch_size])

@@ -8,6 +8,7 @@ import pytest
 from curate import dedup, fetch, records
 from curate.score import aesthetic, embed, images, nsfw, store, watermark
 from curate.score.filter import EmbeddingHeads, ScoreThresholds, ScoringConfig
+from curate.score.together import ScoreImages
 
 from .conftest import jpeg
 
@@ -22,28 +23,29 @@ def fetch_folder(root, source, images_by_key):
     (folder / "00000_stats.json").write_text("{}")
 
 
+def scoring_config(heads_dir, clip768):
+    heads_dir.mkdir()
+    aesthetic.save_random(heads_dir / "aesthetic.pth", "improved_mlp", 768)
+    watermark.save_random(heads_dir / "watermark.pt")
+    nsfw.save_random(heads_dir / "nsfw.pt", 768)
+    return ScoringConfig.model_validate({
+        "clip": clip768.model_dump(), "batch_size": 2,
+        "aesthetic": {"weights": str(heads_dir / "aesthetic.pth"), "min_score": -1e9},
+        "watermark": {"weights": str(heads_dir / "watermark.pt"), "max_pwatermark": 1.0},
+        "nsfw": {"kind": "head", "weights": str(heads_dir / "nsfw.pt"), "max_pnsfw": 1.0}})
+
+
 def test_attach_embed_score_store_filter_on_three_records(tmp_path, clip768):
     rows = [records.candidate("met", str(i), license="CC0-1.0", original_width=96, original_height=80,
                               image_file="met/images/00000.parquet", image_row=i) for i in range(3)]
     rows.append(records.finish(records.candidate("met", "no-image"), records.FAILED, "download_timeout"))
     keys = [r["key"] for r in rows]
     fetch_folder(tmp_path / "fetch", "met", {k: jpeg(i) for i, k in enumerate(keys[:3])})
-    heads_dir = tmp_path / "heads"
-    heads_dir.mkdir()
-    aesthetic.save_random(heads_dir / "aesthetic.pth", "improved_mlp", 768)
-    watermark.save_random(heads_dir / "watermark.pt")
-    nsfw.save_random(heads_dir / "nsfw.pt", 768)
-    scoring = ScoringConfig.model_validate({
-        "clip": clip768.model_dump(), "batch_size": 2,
-        "aesthetic": {"weights": str(heads_dir / "aesthetic.pth"), "min_score": -1e9},
-        "watermark": {"weights": str(heads_dir / "watermark.pt"), "max_pwatermark": 1.0},
-        "nsfw": {"kind": "head", "weights": str(heads_dir / "nsfw.pt"), "max_pnsfw": 1.0}})
+    scoring = scoring_config(tmp_path / "heads", clip768)
 
     batch = images.AttachImages(tmp_path / "fetch")(records.to_table(rows))
     assert batch[images.IMAGE].to_pylist() == [jpeg(0), jpeg(1), jpeg(2), None]
-    batch = embed.Embed(scoring.clip, scoring.batch_size)(batch)
-    batch = watermark.Watermark(scoring.watermark)(batch)
-    batch = images.drop_images(dedup.add_phash(batch))
+    batch = images.drop_images(ScoreImages(scoring)(batch))
     batch = EmbeddingHeads(scoring)(batch)
     batch = store.EmbeddingWriter(tmp_path / "embeddings")(batch)
     out = ScoreThresholds(scoring)(batch).to_pylist()
@@ -66,3 +68,25 @@ def test_attach_images_fails_for_a_pending_record_the_fetcher_has_no_image_for(t
     located = [{**rows[0], "image_file": "met/images/00000.parquet", "image_row": 0}]
     with pytest.raises(KeyError, match="not met-"):  # the row there holds another record's image
         images.AttachImages(tmp_path)(records.to_table(located))
+
+
+def test_one_decode_gives_what_each_image_model_gives_on_its_own(tmp_path, clip768, monkeypatch):
+    scoring = scoring_config(tmp_path / "heads", clip768)
+    rows = [records.candidate("met", str(i)) for i in range(3)]
+    table = records.to_table(rows).append_column(images.IMAGE, pa.array([jpeg(0), jpeg(1), b"not a jpeg"]))
+    embedded = embed.Embed(scoring.clip, scoring.batch_size)(table)
+    alone = dedup.add_phash(watermark.Watermark(scoring.watermark)(embedded))
+    decoded = []
+    monkeypatch.setattr(images.pixels, "rgb", lambda data, real=images.pixels.rgb: decoded.append(data) or real(data))
+    together = ScoreImages(scoring)(table)
+    assert len(decoded) == 3  # each image once, not once per model
+    for column in (embed.EMBEDDING, watermark.SCORE, dedup.PHASH):
+        assert together[column].to_pylist()[2] is None
+        if column == dedup.PHASH:
+            assert together[column].to_pylist() == alone[column].to_pylist()
+        else:
+            assert np.allclose(np.array(together[column].to_pylist()[:2], dtype=np.float32),
+                               np.array(alone[column].to_pylist()[:2], dtype=np.float32), atol=1e-5), column
+    failed = together.to_pylist()[2]
+    assert (failed["status"], failed["reason"]) == ("failed", "decode_error")
+    assert "watermark detector" in failed["detail"] and "perceptual hash" in failed["detail"]
