@@ -9,7 +9,8 @@ the same bytes offered by two sources, a half-size copy (a perceptual duplicate)
 crop (a CLIP-embedding duplicate), a title and creator full of template syntax
 (``{title:>99999}``, ``[x]``) that must stay text, and an image for each rights check: one
 robots.txt disallows, one the host's tdmrep.json reserves, one served with
-``tdm-reservation: 1``, and files whose own metadata prohibits data mining, says a model
+``tdm-reservation: 1``, one whose file page's ``<meta name="tdm-reservation">`` reserves it,
+and files whose own metadata prohibits data mining, says a model
 made them (IPTC digital source type, C2PA, an AUTOMATIC1111 PNG) or claims a copyright the
 record's CC0 denies, beside a camera's file whose harmless metadata keeps it.
 
@@ -101,7 +102,8 @@ def _met_object(object_id: int, image_url: str, public: bool, extra: list[str] |
     }
 
 
-def _commons_page(page_id: int, url: str, short: str, machine: str | None, artist: str) -> dict[str, Any]:
+def _commons_page(page_id: int, url: str, short: str, machine: str | None, artist: str,
+                  page_url: str | None = None) -> dict[str, Any]:
     ext = {"LicenseShortName": {"value": short, "source": "commons-desc-page"},
            "Artist": {"value": f'<a href="https://example.invalid/u">{artist}</a>', "source": "commons-desc-page"},
            "ObjectName": {"value": f"Demo photograph {page_id}", "source": "mediawiki-metadata"},
@@ -110,7 +112,8 @@ def _commons_page(page_id: int, url: str, short: str, machine: str | None, artis
     if machine:
         ext["License"] = {"value": machine, "source": "commons-templates"}
     return {"pageid": page_id, "ns": 6, "title": f"File:Demo {page_id}.jpg",
-            "imageinfo": [{"url": url, "descriptionurl": f"https://example.invalid/wiki/File:Demo_{page_id}.jpg",
+            "imageinfo": [{"url": url,
+                           "descriptionurl": page_url or f"https://example.invalid/wiki/File:Demo_{page_id}.jpg",
                            "width": 320, "height": 256, "extmetadata": ext}]}
 
 
@@ -204,7 +207,13 @@ def _commons_rights(files: _Files) -> list[dict[str, Any]]:
     urls = [files.add("commons-robots.jpg"), files.add("commons-reserved.jpg"),
             f"{base}tdm/{files.add('commons-tdm-header.jpg').removeprefix(base)}",
             *(files.url(name) for name in [*marks, "commons-generated.png"])]
-    return [_commons_page(208 + i, url, "CC0", "cc0", "Demo Photographer") for i, url in enumerate(urls)]
+    pages = [_commons_page(208 + i, url, "CC0", "cc0", "Demo Photographer") for i, url in enumerate(urls)]
+    # A file page whose <meta name="tdm-reservation"> reserves the work shown on it.
+    write_text_atomic('<html><head><meta name="tdm-reservation" content="1">'
+                      f'<meta name="tdm-policy" content="{base}tdm-policy.json"></head><body>A work</body></html>',
+                      corpus / "pages" / "reserved.html")
+    return [*pages, _commons_page(208 + len(urls), files.add("commons-page-reserved.jpg"), "CC0", "cc0",
+                                  "Demo Photographer", page_url=f"{base}pages/reserved.html")]
 
 
 def _local(local: Path, seed: int, per_source: int) -> list[str]:

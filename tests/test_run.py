@@ -62,6 +62,7 @@ def test_each_rights_case_in_the_corpus_gets_its_reason_evidence_and_stage(demo_
         214: ("rejected", "license_conflict", "embedded_rights", "embedded IPTC copyright notice"),
         215: ("kept", "", "shards", ""),  # a camera's capture: its metadata harms nothing
         216: ("rejected", "ai_generated", "embedded_rights", "AUTOMATIC1111"),
+        217: ("rejected", "tdm_reserved", "tdm_reservation", "pages/reserved.html"),  # its page's meta element
     }
     found = {i: (rows[i]["status"], rows[i]["reason"], rows[i]["stage"]) for i in expected}
     assert found == {i: fate[:3] for i, fate in expected.items()}
@@ -69,7 +70,7 @@ def test_each_rights_case_in_the_corpus_gets_its_reason_evidence_and_stage(demo_
         assert evidence in (rows[i]["detail"] or ""), (i, rows[i]["detail"])
     stats = json.loads((demo_out / "stats.json").read_text())["by_stage"]
     assert stats["robots_txt"]["fates"] == {"rejected:robots_disallowed": 1}
-    assert stats["tdm_reservation"]["fates"] == {"rejected:tdm_reserved": 2}
+    assert stats["tdm_reservation"]["fates"] == {"rejected:tdm_reserved": 3}
     # The license conflict the image's own copyright notice makes counts where it was found.
     assert stats["embedded_rights"]["fates"] == {"rejected:ai_generated": 3, "rejected:data_mining_prohibited": 1,
                                                  "rejected:license_conflict": 1}
