@@ -321,7 +321,7 @@ def _save_samples(model: Model, settings: SampleSettings, out: Path, images: lis
         path = out / f"{index:05d}-{seed}.png"
         save_png(image, path, infotext(condition.get("prompt", ""), settings, seed, size, model.name, hash_))
         paths.append(path)
-        rows.append(condition | {"seed": seed, "model": str(model.folder)})
+        rows.append({"file": path.name, **condition, "seed": seed, "model": str(model.folder)})
     write_text_atomic("".join(json.dumps(r) + "\n" for r in rows), out / SAMPLES_INDEX)
     labels = [f"{r['prompt'] if 'prompt' in r else 'variation of ' + Path(r['image']).name} (seed {r['seed']})"
               for r in rows]

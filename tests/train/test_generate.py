@@ -76,6 +76,7 @@ def test_pngs_carry_their_settings_in_the_usual_form(model_folder, tmp_path):
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [(r["prompt"], r["seed"]) for r in rows] == [("a red square", 41), ("a red square", 42), ("blue", 43),
                                                         ("blue", 44)]
+    assert [r["file"] for r in rows] == [f.name for f in files]  # what audit tools read the samples by
     assert json.loads((out / "settings.json").read_text())["cfg_scale"] == 11.0
     assert (out / "grid.png").is_file() and not list(out.glob("*.tmp"))
 
