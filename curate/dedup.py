@@ -28,7 +28,6 @@ and the integers that number the records are held in memory.
 from __future__ import annotations
 
 import collections
-import functools
 import itertools
 import math
 import tempfile
@@ -344,11 +343,11 @@ def phash_decisions(candidates: pa.Table, license_rank: dict[str, int], source_p
 # ---------------------------------------------------------------- semantic
 
 
-Spread = Callable[[Callable[..., Any], Iterable[tuple]], Iterator[Any]]
+Spread = Callable[[Callable[..., Any], Iterable[tuple], int], Iterator[Any]]
 
 
-def local_map(fn: Callable[..., Any], calls: Iterable[tuple]) -> Iterator[Any]:
-    """``fn(*args)`` for each ``args`` in turn, in this process."""
+def local_map(fn: Callable[..., Any], calls: Iterable[tuple], memory: int = 0) -> Iterator[Any]:
+    """``fn(*args)`` for each ``args`` in turn, in this process (``memory``, per call, is this process's)."""
     return (fn(*args) for args in calls)
 
 
@@ -417,8 +416,7 @@ def _spread_groups(spread: Spread, calls: Iterator[tuple], group_values: int) ->
         for *args, needed in calls:
             kept.append(needed)
             yield tuple(args)
-    run = spread if spread is local_map else functools.partial(spread, memory=_group_bytes(group_values))
-    for pairs, similar in run(compare_group, sent()):
+    for pairs, similar in spread(compare_group, sent(), _group_bytes(group_values)):
         yield kept.popleft(), pairs, similar
 
 
