@@ -8,6 +8,7 @@ test folders share one of each per session.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,26 @@ def write_shards(folder: Path, shards: int = 3, per_shard: int = 12, corrupt: bo
                             "json": {"key": key, "license": "CC0-1.0"}})
                 keys.append(key)
     return keys
+
+
+MIXED_SIZES = [(96, 56), (56, 96), (80, 64), (64, 80), (90, 45)]  # wide, tall, wide, tall, wide
+
+
+def write_mixed(folder: Path) -> Path:
+    """Two shards of 12 landscape and portrait images (MIXED_SIZES in turn); every third json lacks its sizes
+    (read from the header)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for s in range(2):
+        with wds.TarWriter(str(folder / f"shard-{s:05d}.tar")) as sink:
+            for i in range(12):
+                key, (width, height) = f"mixed-{s}{i:02d}", MIXED_SIZES[(s * 12 + i) % len(MIXED_SIZES)]
+                meta = {"key": key, "license": "CC0-1.0"}
+                if i % 3:
+                    meta |= {"stored_width": width, "stored_height": height}
+                sink.write({"__key__": key, "jpg": jpeg(rng, width, height), "txt": f"caption of {key}",
+                            "json": json.dumps(meta).encode()})
+    return folder
 
 
 def config_dict(shards: Path | str, **sections: Any) -> dict[str, Any]:

@@ -3,9 +3,13 @@
 ``cleanroom train cache SHARDS --config CONFIG --autoencoder MODEL --out CACHE`` writes, per curated
 shard, one cache shard (webdataset) whose samples keep the source's key and carry:
 
-    KEY.latents.npy   the autoencoder's latent distribution (mean and log-variance, DiagonalGaussian
-                      parameters) of `variants` augmented views, (variants, 2 x channels, h, w): view v
-                      is the crop and flip the on-the-fly stream makes in epoch v
+    KEY.latents.WxH.npy  per size the sample trains at in the run (the square of `data.resolution`, or
+                         its aspect bucket, in each phase of the schedule), the autoencoder's latent
+                         distribution (mean and log-variance, DiagonalGaussian parameters) of `variants`
+                         augmented views, (variants, 2 x channels, H / f, W / f): view v is the crop
+                         and flip the on-the-fly stream makes at that size in epoch v
+    KEY.size.json     the image's stored width and height (from its json, else its header), which
+                      pick its bucket
     KEY.states.npy    the text encoder's states of the caption, (tokens, width)
     KEY.json          the source sample's provenance json, byte for byte (license fields included)
     KEY.txt           its caption
@@ -14,8 +18,9 @@ and ``CACHE/cache.json`` last: the job's settings, which autoencoder and text en
 weights sha256) and, per source shard, its URL, size and sha256, the samples cached and the samples left
 out with their reasons. The diffusion job reads a cache with ``data.cache`` (or ``--cache``): it draws
 latents from the stored distributions with its own seeded generator, so sampling stays stochastic, and
-refuses a cache made by other encoders, at another size, or from shards that have changed since (a
-revocation rewrites shards: building again re-encodes only the shards that changed).
+refuses a cache made by other encoders, without a size or bucket set the run trains at, or from shards
+that have changed since (a revocation rewrites shards: building again re-encodes only the shards that
+changed).
 """
 
 from __future__ import annotations
@@ -35,18 +40,18 @@ import numpy as np
 import torch
 import webdataset as wds
 from accelerate.utils import set_seed
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from curate.config import ConfigError
 from curate.io import atomic_path, write_text_atomic
 from curate.shards import INDEX
 from train import data, models
-from train.config import ConditioningConfig, DataConfig, Strict, TrainConfig
+from train.config import ConditioningConfig, DataConfig, Strict, TrainConfig, phase_data
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "cache.json"
-LATENTS, STATES = "latents.npy", "states.npy"
+STATES, SIZE = "states.npy", "size.json"
 _MTIME = 946684800  # fixed, as curate's shards: the same samples give byte-identical cache shards
 _CACHE_SHARD = re.compile(r"^\d{5}-.+\.(tar|json)$")
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
@@ -62,18 +67,56 @@ class CacheJob(Strict):
     batch_size: int = Field(default=8, ge=1)  # samples encoded together (each with all its views)
 
 
+def latents_field(size: tuple[int, int]) -> str:
+    return f"latents.{size[0]}x{size[1]}.npy"
+
+
 class Augment(Strict):
     """The training settings that shape a cached view; a run with other values cannot use the cache."""
 
-    resolution: int
     crop: Literal["center", "random"]
     flip: bool
     seed: int
 
     @classmethod
     def of(cls, config: TrainConfig) -> "Augment":
-        return cls(resolution=config.data.resolution, crop=config.data.crop, flip=config.data.flip,
-                   seed=config.seed)
+        return cls(crop=config.data.crop, flip=config.data.flip, seed=config.seed)
+
+
+class Geometry(Strict):
+    """What one data setting trains at: square crops of `resolution`, or these aspect buckets."""
+
+    resolution: int | None = None
+    buckets: list[tuple[int, int]] | None = None
+
+    @classmethod
+    def of(cls, settings: DataConfig) -> "Geometry":
+        if settings.buckets is not None:
+            return cls(buckets=data.bucket_sizes(settings.buckets))
+        return cls(resolution=settings.resolution)
+
+    def __str__(self) -> str:
+        if self.buckets is None:
+            return f"{self.resolution} px squares"
+        return "buckets " + ", ".join(f"{w}x{h}" for w, h in self.buckets)
+
+
+def run_settings(config: TrainConfig) -> list[tuple[str, DataConfig]]:
+    """Where each data setting the diffusion job trains with is configured, and the setting: `data`, or
+    each phase of the schedule."""
+    phases = config.diffusion.phases
+    if not phases:
+        return [("data", config.data)]
+    return [(f"diffusion.phases[{i}]", phase_data(config.data, phase)) for i, phase in enumerate(phases)]
+
+
+def run_geometries(config: TrainConfig) -> list[Geometry]:
+    """Every geometry of the run, each once, in schedule order."""
+    found: list[Geometry] = []
+    for _, settings in run_settings(config):
+        if Geometry.of(settings) not in found:
+            found.append(Geometry.of(settings))
+    return found
 
 
 class Identity(Strict):
@@ -99,6 +142,7 @@ class CachedShard(Strict):
 
 class Encoders(Strict):
     augment: Augment
+    geometries: list[Geometry]  # the sizes cached: a run may train at any of them
     autoencoder: Identity
     text_encoder: Identity
     conditioning: ConditioningConfig
@@ -123,12 +167,6 @@ def check_cacheable(config: TrainConfig) -> None:
     if config.diffusion.conditioning.encoder != "text":
         raise ConfigError("diffusion.conditioning.encoder: a latent cache holds text states; an image-conditioned "
                           "model encodes its images on the fly")
-    if config.data.buckets is not None:
-        raise ConfigError("data.buckets: a latent cache holds square views of data.resolution; train with aspect "
-                          "buckets without data.cache")
-    if any(phase.resolution or phase.buckets for phase in config.diffusion.phases):
-        raise ConfigError("diffusion.phases: a latent cache holds views of one resolution; train a multi-resolution "
-                          "schedule without data.cache")
 
 
 def text_identity(conditioning: ConditioningConfig, encoder: models.ConditioningEncoder) -> Identity:
@@ -193,6 +231,15 @@ class _Collected(data.BadSamples):
 
 
 @dataclass
+class Pending:
+    """A sample read for the cache: its raw fields, stored (width, height), and its views per size."""
+
+    raw: dict[str, Any]
+    stored: tuple[int, int]
+    views: dict[tuple[int, int], torch.Tensor]
+
+
+@dataclass
 class Builder:
     """Encodes curated shards into cache shards, one shard at a time (memory: one batch)."""
 
@@ -208,12 +255,13 @@ class Builder:
         set_seed(self.config.seed)
         self.vae = models.load_autoencoder(Path(self.job.autoencoder), self.device)
         self.encoder = models.ConditioningEncoder(conditioning).to(self.device)
-        self.encoders = Encoders(augment=Augment.of(self.config),
+        self.encoders = Encoders(augment=Augment.of(self.config), geometries=run_geometries(self.config),
                                  autoencoder=autoencoder_identity(Path(self.job.autoencoder), self.vae),
                                  text_encoder=text_identity(conditioning, self.encoder),
                                  conditioning=conditioning, variants=self.job.variants, precision=self.job.precision)
-        augment = {"caption_dropout": 0.0}  # dropout is drawn when training, per epoch
-        self.decode = data.Decoder(self.config.data.model_copy(update=augment), self.config.seed)
+        # One per geometry, to find a sample's size in each; every size's views come out the same from any of
+        # them (a view depends on the size, crop, flip, seed, epoch and key only).
+        self.decoders = [data.Decoder(settings, self.config.seed) for _, settings in run_settings(self.config)]
 
     def build(self, out: Path) -> Manifest:
         out.mkdir(parents=True, exist_ok=True)
@@ -251,34 +299,57 @@ class Builder:
         log.info("cached %s: %d samples, %d left out -> %s", url, samples, len(bad.left_out), tar.name)
         return shard
 
-    def _batches(self, url: str, bad: _Collected) -> Iterator[list[tuple[dict[str, Any], torch.Tensor]]]:
-        batch: list[tuple[dict[str, Any], torch.Tensor]] = []
+    def _batches(self, url: str, bad: _Collected) -> Iterator[list[Pending]]:
+        batch: list[Pending] = []
         for raw in data.read_shard(url, bad):
             try:
-                if "json" not in raw:
-                    raise ValueError(f"sample {raw['__key__']} in {url}: no json provenance; a cached sample "
-                                     f"carries its license record")
-                views = torch.stack([self.decode.pixels(raw, view) for view in range(self.job.variants)])
+                batch.append(self._views(raw))
             except ValueError as e:
                 bad(raw["__key__"], e)
                 continue
-            batch.append((raw, views))
             if len(batch) == self.job.batch_size:
                 yield batch
                 batch = []
         if batch:
             yield batch
 
+    def _views(self, raw: dict[str, Any]) -> Pending:
+        if "json" not in raw:
+            raise ValueError(f"sample {raw['__key__']} in {raw.get('__url__')}: no json provenance; a cached sample "
+                             f"carries its license record")
+        stored = data.stored_size(raw, data.image_field(raw))
+        sizes = list(dict.fromkeys(decoder.fit(*stored) for decoder in self.decoders))
+        decoder = self.decoders[0]
+        views = {size: torch.stack([decoder.pixels(raw, view, size) for view in range(self.job.variants)])
+                 for size in sizes}
+        return Pending(raw, stored, views)
+
     @torch.no_grad()
-    def _encode(self, batch: list[tuple[dict[str, Any], torch.Tensor]]) -> Iterator[dict[str, Any]]:
+    def _encode(self, batch: list[Pending]) -> Iterator[dict[str, Any]]:
         dtype = DTYPES[self.job.precision]
-        pixels = torch.cat([views for _, views in batch]).to(self.device)
-        distributions = self.vae.encode(pixels).latent_dist.parameters.float().cpu()
-        distributions = distributions.view(len(batch), self.job.variants, *distributions.shape[1:])
-        states = self.encoder([data.caption_of(raw) for raw, _ in batch], None, None).float().cpu()
-        for (raw, _), latents, text in zip(batch, distributions, states):
-            yield {"__key__": raw["__key__"], LATENTS: _npy(latents.numpy().astype(dtype)),
-                   STATES: _npy(text.numpy().astype(dtype)), "json": raw["json"], "txt": raw.get("txt", b"")}
+        distributions = self._distributions(batch)
+        states = self.encoder([data.caption_of(p.raw) for p in batch], None, None).float().cpu()
+        for number, (pending, text) in enumerate(zip(batch, states)):
+            latents = {latents_field(size): _npy(distributions[number, size].numpy().astype(dtype))
+                       for size in pending.views}
+            size = json.dumps({"width": pending.stored[0], "height": pending.stored[1]}).encode()
+            yield {"__key__": pending.raw["__key__"], **latents, SIZE: size, STATES: _npy(text.numpy().astype(dtype)),
+                   "json": pending.raw["json"], "txt": pending.raw.get("txt", b"")}
+
+    def _distributions(self, batch: list[Pending]) -> dict[tuple[int, tuple[int, int]], torch.Tensor]:
+        """(sample number, size) -> the latent distributions of its views at that size, the views of one size
+        encoded together, at most a batch of samples' worth at once."""
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for number, pending in enumerate(batch):
+            for size in pending.views:
+                by_size.setdefault(size, []).append(number)
+        found = {}
+        for size, numbers in by_size.items():
+            pixels = torch.cat([batch[n].views[size] for n in numbers])
+            encoded = torch.cat([self.vae.encode(chunk.to(self.device)).latent_dist.parameters.float().cpu()
+                                 for chunk in pixels.split(self.job.batch_size * self.job.variants)])
+            found |= {(n, size): views for n, views in zip(numbers, encoded.split(self.job.variants))}
+        return found
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -286,7 +357,12 @@ def read_manifest(folder: Path) -> Manifest:
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: not a finished latent cache (no {MANIFEST}); build it with "
                                 f"`cleanroom train cache SHARDS --config CONFIG --autoencoder MODEL --out {folder}`")
-    return Manifest.model_validate_json(path.read_text())
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except ValidationError as e:
+        raise ConfigError(f"{path}: not a cache manifest this version reads ({e.error_count()} problems, first: "
+                          f"{'.'.join(map(str, e.errors()[0]['loc']))}: {e.errors()[0]['msg']}); build the cache "
+                          f"again") from e
 
 
 def sources(folder: Path) -> list[str]:
@@ -323,10 +399,13 @@ def open_cache(config: TrainConfig, shards: list[str], vae_path: Path, vae: torc
                 + _differing("text encoder", built.text_encoder, text_identity(conditioning, encoder))
                 + [f"data.{name}: the cache has {value!r}, this run {getattr(config.data, name)!r}"
                    for name, value in built.augment.model_dump().items()
-                   if name != "seed" and getattr(config.data, name) != value])
+                   if name != "seed" and getattr(config.data, name) != value]
+                + [f"{where}: {Geometry.of(settings)} not cached" for where, settings in run_settings(config)
+                   if Geometry.of(settings) not in built.geometries])
     if problems:
-        raise ConfigError(f"{folder}: built for another run ({'; '.join(problems)}); build a cache for this "
-                          f"config or train without data.cache")
+        cached = "; ".join(map(str, built.geometries))
+        raise ConfigError(f"{folder}: built for another run ({'; '.join(problems)}; the cache holds {cached}); "
+                          f"build a cache for this config or train without data.cache")
     recorded = {s.url: s for s in manifest.sources}
     if sorted(recorded) != sorted(shards):
         missing, extra = sorted(set(shards) - set(recorded)), sorted(set(recorded) - set(shards))
@@ -345,17 +424,32 @@ def open_cache(config: TrainConfig, shards: list[str], vae_path: Path, vae: torc
 
 
 class Decoder:
-    """Raw cache sample -> training sample: the stored distribution of epoch's view, text states, dropout."""
+    """Raw cache sample -> training sample: the stored distribution of epoch's view at the size the sample
+    trains at with these data settings (its bucket's, from its stored size), text states, dropout."""
 
     def __init__(self, config: DataConfig, seed: int):
         self.config = config
         self.seed = seed
+        self.sizes = data.Decoder(config, seed)
+
+    def size(self, raw: dict[str, Any]) -> tuple[int, int]:
+        if self.config.buckets is None:
+            return self.sizes.fit(0, 0)
+        where = f"cache sample {raw['__key__']} in {raw.get('__url__')}: field {SIZE}"
+        if SIZE not in raw:
+            raise ValueError(f"{where}: missing")
+        try:
+            stored = json.loads(raw[SIZE])
+            return self.sizes.fit(int(stored["width"]), int(stored["height"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{where}: {e!r}") from e
 
     def __call__(self, raw: dict[str, Any], epoch: int) -> dict[str, Any]:
         key = raw["__key__"]
-        views = _load_npy(raw, LATENTS)
+        size = self.size(raw)
+        views = _load_npy(raw, latents_field(size))
         states = _load_npy(raw, STATES)
         dropped = data.caption_dropped(self.seed, epoch, key, self.config.caption_dropout)
         return {"key": key, "latent_dist": torch.from_numpy(views[epoch % len(views)].astype(np.float32)),
-                "states": torch.from_numpy(states.astype(np.float32)),
+                "bucket": size, "states": torch.from_numpy(states.astype(np.float32)),
                 "caption": "" if dropped else data.caption_of(raw), "dropped": dropped}

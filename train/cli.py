@@ -53,6 +53,7 @@ def _cache(args: argparse.Namespace) -> int:
     print(json.dumps({"cache": str(Path(args.out).resolve()), "shards": len(manifest.sources),
                       "samples": sum(s.samples for s in manifest.sources),
                       "left_out": sum(len(s.left_out) for s in manifest.sources), "variants": job.variants,
+                      "sizes": [str(geometry) for geometry in manifest.encoders.geometries],
                       "autoencoder": manifest.encoders.autoencoder.name,
                       "text_encoder": manifest.encoders.text_encoder.name}, indent=2))
     return 0
@@ -62,8 +63,9 @@ def _add_cache(jobs: argparse._SubParsersAction) -> None:
     command = jobs.add_parser("cache", help="encode shards once with the frozen autoencoder and text encoder, "
                                             "for the diffusion job's --cache")
     command.add_argument("shards", help="curated shards: a folder, a file, a brace pattern or an fsspec URL")
-    command.add_argument("--config", required=True, help="the training config the cache is for (resolution, crop, "
-                                                         "flip, seed, diffusion.conditioning)")
+    command.add_argument("--config", required=True, help="the training config the cache is for (resolution or "
+                                                         "buckets, each phase's too, crop, flip, seed, "
+                                                         "diffusion.conditioning)")
     command.add_argument("--autoencoder", required=True, help="the trained autoencoder (OUT/autoencoder/final)")
     command.add_argument("--out", required=True, help="cache folder; building again re-encodes only changed shards")
     command.add_argument("--variants", type=int, default=4, help="augmented views per sample (one per epoch)")

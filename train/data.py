@@ -193,6 +193,14 @@ def stored_size(raw: dict[str, Any], image_ext: str) -> tuple[int, int]:
         raise ValueError(f"sample {key} in {raw.get('__url__')}: field {image_ext}: {e}") from e
 
 
+def image_field(raw: dict[str, Any]) -> str:
+    """The extension under which a raw sample holds its image."""
+    found = next((ext for ext in IMAGE_EXTENSIONS if ext in raw), None)
+    if found is None:
+        raise ValueError(f"sample {raw['__key__']} in {raw.get('__url__')}: no image (looked for {IMAGE_EXTENSIONS})")
+    return found
+
+
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB image -> float CHW in [-1, 1], the range the autoencoder sees."""
     array = np.asarray(image.convert("RGB"), dtype=np.float32)
@@ -217,19 +225,23 @@ class Decoder:
         self.seed = seed
         self.buckets = bucket_sizes(config.buckets) if config.buckets else None
 
-    def size(self, raw: dict[str, Any], image_ext: str) -> tuple[int, int]:
-        """The (width, height) this sample trains at: its bucket's, or the square of `resolution`."""
+    def fit(self, width: int, height: int) -> tuple[int, int]:
+        """The (width, height) an image of this size trains at: its bucket's, or the square of `resolution`."""
         if self.buckets is None:
             return self.config.resolution, self.config.resolution
-        return nearest_bucket(*stored_size(raw, image_ext), self.buckets)
+        return nearest_bucket(width, height, self.buckets)
 
-    def pixels(self, raw: dict[str, Any], epoch: int) -> torch.Tensor:
-        """The sample's image as the stream of `epoch` crops and flips it."""
+    def size(self, raw: dict[str, Any]) -> tuple[int, int]:
+        """The (width, height) this sample trains at (its image is read only for its size, if at all)."""
+        if self.buckets is None:
+            return self.fit(0, 0)
+        return self.fit(*stored_size(raw, image_field(raw)))
+
+    def pixels(self, raw: dict[str, Any], epoch: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The sample's image as the stream of `epoch` crops and flips it (to `size`, else its own)."""
         key = raw["__key__"]
-        image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in raw), None)
-        if image_ext is None:
-            raise ValueError(f"sample {key} in {raw.get('__url__')}: no image (looked for {IMAGE_EXTENSIONS})")
-        size = self.size(raw, image_ext)
+        image_ext = image_field(raw)
+        size = size or self.size(raw)
         # Per-sample choices depend on (seed, epoch, key) only: a replayed or resumed stream
         # makes the same crop and flip whatever was skipped before it.
         rng = random.Random(f"{self.seed}/{epoch}/{key}")
@@ -245,9 +257,11 @@ class Decoder:
 
     def __call__(self, raw: dict[str, Any], epoch: int) -> dict[str, Any]:
         key = raw["__key__"]
-        pixels = self.pixels(raw, epoch)
+        size = self.size(raw)
+        pixels = self.pixels(raw, epoch, size)
         dropped = caption_dropped(self.seed, epoch, key, self.config.caption_dropout)
-        return {"key": key, "pixels": pixels, "caption": "" if dropped else caption_of(raw), "dropped": dropped}
+        return {"key": key, "pixels": pixels, "bucket": size, "caption": "" if dropped else caption_of(raw),
+                "dropped": dropped}
 
 
 @dataclass
@@ -354,9 +368,8 @@ class ShardStream(IterableDataset):
 
 
 def bucket_of(sample: dict[str, Any]) -> tuple[int, int]:
-    """(width, height) of a decoded sample's tensor: its bucket."""
-    tensor = next(value for value in sample.values() if isinstance(value, torch.Tensor))
-    return int(tensor.shape[-1]), int(tensor.shape[-2])
+    """(width, height) in pixels that a decoded sample trains at: its bucket (also for cached latents)."""
+    return sample["bucket"]
 
 
 class BucketBuffers:

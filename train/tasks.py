@@ -173,8 +173,10 @@ class DiffusionTask:
     def provenance(self) -> dict[str, Any]:
         record: dict[str, Any] = {"autoencoder": str(self.vae_path.resolve())}
         if self.cache:
-            record["cache"] = {"folder": str(self.cache.folder.resolve()), "variants": self.cache.manifest.job.variants,
-                               "precision": self.cache.manifest.job.precision}
+            manifest = self.cache.manifest
+            record["cache"] = {"folder": str(self.cache.folder.resolve()), "variants": manifest.job.variants,
+                               "precision": manifest.job.precision,
+                               "sizes": [str(geometry) for geometry in manifest.encoders.geometries]}
         return record
 
 

@@ -29,6 +29,14 @@ def lpips_files(tmp_path_factory) -> PerceptualConfig:
 
 
 @pytest.fixture(scope="session")
+def mixed(tmp_path_factory) -> Path:
+    """Shards of landscape and portrait images, for aspect buckets (tests/trained.py `write_mixed`)."""
+    from trained import write_mixed
+
+    return write_mixed(tmp_path_factory.mktemp("mixed"))
+
+
+@pytest.fixture(scope="session")
 def random_autoencoder(tmp_path_factory) -> Callable[[int], Path]:
     """Random-initialised tiny autoencoders saved as diffusers folders (what the diffusion job loads), by seed."""
     from train import models

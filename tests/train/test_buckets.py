@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import webdataset as wds
 
 from train import data
 from train.config import BucketConfig, DataConfig
 
-from trained import jpeg, tiny_config
+from trained import MIXED_SIZES, tiny_config
 
 BUCKETS = {"sizes": [[48, 32], [32, 48]], "step": 8}
-SIZES = [(96, 56), (56, 96), (80, 64), (64, 80), (90, 45)]  # wide, tall, wide, tall, wide
-
-
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory) -> Path:
-    """Two shards of landscape and portrait images; every third json lacks its sizes (read from the header)."""
-    folder = tmp_path_factory.mktemp("mixed")
-    rng = np.random.default_rng(0)
-    for s in range(2):
-        with wds.TarWriter(str(folder / f"shard-{s:05d}.tar")) as sink:
-            for i in range(12):
-                key, (width, height) = f"mixed-{s}{i:02d}", SIZES[(s * 12 + i) % len(SIZES)]
-                meta = {"key": key, "license": "CC0-1.0"}
-                if i % 3:
-                    meta |= {"stored_width": width, "stored_height": height}
-                sink.write({"__key__": key, "jpg": jpeg(rng, width, height), "txt": f"caption of {key}",
-                            "json": json.dumps(meta).encode()})
-    return folder
 
 
 def expected_bucket(key: str) -> tuple[int, int]:
     s, i = int(key[6]), int(key[7:])
-    width, height = SIZES[(s * 12 + i) % len(SIZES)]
+    width, height = MIXED_SIZES[(s * 12 + i) % len(MIXED_SIZES)]
     return (48, 32) if width > height else (32, 48)
 
 

@@ -16,6 +16,7 @@ import torch
 from curate.cli import main
 from curate.config import ConfigError
 from train import cache, data, models
+from train.config import BucketConfig, Phase
 from train.loop import Run, train
 
 from trained import CORRUPT_KEY, tiny_config, write_shards
@@ -65,7 +66,9 @@ def test_cache_shards_keep_keys_and_provenance_and_hold_each_views_distribution(
     key = keys[0]
     assert cached[f"{key}.json"] == source[f"{key}.json"] and json.loads(cached[f"{key}.json"])["license"] == "CC0-1.0"
     assert cached[f"{key}.txt"] == source[f"{key}.txt"]
-    views = np.load(io.BytesIO(cached[f"{key}.latents.npy"]))
+    assert {name.split(".", 1)[1] for name in cached if name.startswith(key)} == {
+        "latents.32x32.npy", "size.json", "states.npy", "json", "txt"}
+    views = np.load(io.BytesIO(cached[f"{key}.latents.32x32.npy"]))
     states = np.load(io.BytesIO(cached[f"{key}.states.npy"]))
     assert views.shape == (VARIANTS, 8, 8, 8) and states.shape == (77, 32)  # mean and log-variance of 4 channels
 
@@ -113,7 +116,7 @@ def test_a_cache_of_other_encoders_or_settings_is_refused_by_name(built: Path, s
             resume=False)
     small = config_for(shards, vae_folder, built)
     small = small.model_copy(update={"data": small.data.model_copy(update={"resolution": 16})})
-    with pytest.raises(ConfigError, match="data.resolution: the cache has 32, this run 16"):
+    with pytest.raises(ConfigError, match=r"data: 16 px squares not cached; the cache holds 32 px squares\)"):
         Run("diffusion", small, tmp_path / "c", resume=False)
     with pytest.raises(ConfigError, match="made from other shards"):
         Run("diffusion", config_for(shards / "shard-00000.tar", vae_folder, built), tmp_path / "d", resume=False)
@@ -167,3 +170,77 @@ def test_cache_and_train_from_the_command_line(shards: Path, vae_folder: Path, t
     assert main(["train", "diffusion", str(path), "--cache", str(tmp_path / "nothing"), "--out",
                  str(tmp_path / "out2")]) == 2
     assert "not a finished latent cache" in capsys.readouterr().err
+
+
+BUCKETS = {"sizes": [[48, 32], [32, 48]], "step": 8}
+SCHEDULE = [{"steps": 2, "resolution": 32}, {"steps": 4, "buckets": BUCKETS, "batch_size": 3}]
+
+
+def scheduled(shards: Path, vae: Path, cache_folder: Path | None = None, phases=SCHEDULE):
+    config = config_for(shards, vae, cache_folder, steps=sum(p["steps"] for p in phases))
+    return config.model_copy(update={"diffusion": config.diffusion.model_copy(update={
+        "phases": [Phase(**p) for p in phases]})})
+
+
+@pytest.fixture(scope="module")
+def bucketed(mixed: Path, vae_folder: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bucketed-cache")
+    job = cache.CacheJob(shards=str(mixed), autoencoder=str(vae_folder), variants=VARIANTS, precision="fp32",
+                         batch_size=4)
+    cache.Builder(scheduled(mixed, vae_folder), job, torch.device("cpu")).build(out)
+    return out
+
+
+def test_a_cache_for_a_schedule_holds_each_samples_views_at_every_size_it_trains_at(bucketed: Path, mixed: Path,
+                                                                                     vae_folder: Path):
+    manifest = cache.read_manifest(bucketed)
+    assert [str(g) for g in manifest.encoders.geometries] == ["32 px squares", "buckets 32x48, 48x32"]
+    source, cached = members(mixed / "shard-00000.tar"), members(bucketed / manifest.sources[0].cache)
+    vae = models.load_autoencoder(vae_folder, "cpu")
+    bucketing = scheduled(mixed, vae_folder).data.model_copy(update={"buckets": BucketConfig(**BUCKETS)})
+    decoder = data.Decoder(bucketing, 0)
+    for key in ("mixed-000", "mixed-001"):  # wide without sizes in its json (read from the header), then tall
+        raw = {"__key__": key, "jpg": source[f"{key}.jpg"], "json": source[f"{key}.json"]}
+        bucket = (48, 32) if key == "mixed-000" else (32, 48)
+        assert sorted(n for n in cached if n.startswith(f"{key}.latents")) == sorted(
+            {f"{key}.latents.32x32.npy", f"{key}.latents.{bucket[0]}x{bucket[1]}.npy"})
+        views = np.load(io.BytesIO(cached[f"{key}.latents.{bucket[0]}x{bucket[1]}.npy"]))
+        assert views.shape == (VARIANTS, 8, bucket[1] // 4, bucket[0] // 4)
+        with torch.no_grad():
+            expected = vae.encode(decoder.pixels(raw, 1)[None]).latent_dist.parameters[0]
+        assert torch.allclose(torch.from_numpy(views[1]), expected, atol=1e-5)
+
+
+def test_a_bucketed_schedule_from_the_cache_sees_what_encoding_on_the_fly_sees(bucketed: Path, mixed: Path,
+                                                                              vae_folder: Path, tmp_path: Path):
+    seen: dict[str, list] = {"fly": [], "cache": []}
+    runs = {}
+    for name, folder in (("fly", None), ("cache", bucketed)):
+        runs[name] = train("diffusion", scheduled(mixed, vae_folder, folder), tmp_path / name,
+                           on_batch=lambda b, n=name: seen[n].append((b["keys"], tuple(b["bucket"]), b["dropped"].tolist())))
+    assert seen["cache"] == seen["fly"]
+    assert [bucket for _, bucket, _ in seen["cache"]][:2] == [(32, 32)] * 2
+    assert {bucket for _, bucket, _ in seen["cache"][2:]} <= {(48, 32), (32, 48)}
+    assert runs["cache"].last_logs["train/loss"] == pytest.approx(runs["fly"].last_logs["train/loss"], rel=1e-3)
+
+
+def test_a_bucketed_schedule_from_the_cache_resumes_exactly_inside_its_bucketed_phase(bucketed: Path, mixed: Path,
+                                                                                      vae_folder: Path, tmp_path: Path,
+                                                                                      straight_and_resumed):
+    config = scheduled(mixed, vae_folder, bucketed)
+    # Killed after step 5; its checkpoint is step 4, the second of the bucketed phase.
+    _, straight, resumed = straight_and_resumed(
+        config, tmp_path, stop_at=5, record=lambda b: (b["keys"], tuple(b["bucket"]), tuple(b["latent_dist"].shape)))
+    assert resumed == straight[4:]
+    assert all(shape[-1] * 4 == bucket[0] and shape[-2] * 4 == bucket[1] for _, bucket, shape in straight)
+
+
+def test_a_run_at_a_size_or_bucket_set_the_cache_lacks_is_refused_by_name(bucketed: Path, mixed: Path,
+                                                                           vae_folder: Path, tmp_path: Path):
+    other = [SCHEDULE[0], {"steps": 3, "buckets": {"sizes": [[64, 32], [32, 64]], "step": 8}}]
+    with pytest.raises(ConfigError, match=r"diffusion.phases\[1\]: buckets 32x64, 64x32 not cached; the cache holds "
+                                          r"32 px squares; buckets 32x48, 48x32"):
+        Run("diffusion", scheduled(mixed, vae_folder, bucketed, other), tmp_path / "a", resume=False)
+    # A run at one of the cached geometries alone is served.
+    alone = [{"steps": 6, "buckets": BUCKETS}]
+    assert Run("diffusion", scheduled(mixed, vae_folder, bucketed, alone), tmp_path / "b", resume=False).task.cache
