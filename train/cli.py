@@ -110,6 +110,13 @@ def _sample_settings(args: argparse.Namespace) -> SampleSettings:
                         {name: f"--{name.replace('_', '-')}" for name in fields}, whole="sampler")
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: at least 1")
+    return value
+
+
 def _add_sample(subparsers: argparse._SubParsersAction) -> None:
     from train.sample import SAMPLER_ALIASES, SAMPLERS
 
@@ -129,8 +136,8 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
     command.add_argument("--width", type=int, help="default: the training resolution")
     command.add_argument("--height", type=int, help="default: the training resolution")
     command.add_argument("--seed", type=int, default=0, help="image i gets seed + i")
-    command.add_argument("--images-per-prompt", type=int, default=1, help="per prompt, or per --image")
-    command.add_argument("--batch-size", type=int, default=4, help="images drawn together")
+    command.add_argument("--images-per-prompt", type=_count, default=1, help="per prompt, or per --image")
+    command.add_argument("--batch-size", type=_count, default=4, help="images drawn together")
     command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     command.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="of the weights")
     command.set_defaults(handler=_sample)

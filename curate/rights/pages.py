@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from curate.io import atomic_path
 from curate.rights import tdmrep
-from curate.rights.hosts import PARALLEL_HOSTS, HostCache, Politeness, host_of
+from curate.rights.hosts import PARALLEL_HOSTS, HostCache, HostRules, Politeness, host_of, is_web
 
 GROUP_ROWS = 128
 CHUNK_PAGES = 2_000  # pages asked between two writes of the cache
@@ -91,12 +91,36 @@ class _HeadParser(HTMLParser):
             self.done = True
 
 
-def read_page(url: str, politeness: Politeness, max_bytes: int) -> dict[str, Any]:
-    """GET ``url`` and read its TDMRep signals: a cache row (SCHEMA)."""
+class _AllowedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a URL the target host's robots.txt lets our token read (a host not seen
+    yet has its robots.txt and tdmrep.json fetched into the run's host cache first)."""
+
+    def __init__(self, politeness: Politeness, hosts: HostCache):
+        self.politeness, self.hosts = politeness, hosts
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
+        if is_web(newurl):
+            refusal = self._rules(newurl).robots_refusal(newurl, [self.politeness.user_agent_token])
+            if refusal is not None:
+                raise urllib.error.URLError(f"redirect to {newurl} not followed: {refusal}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    def _rules(self, url: str) -> HostRules:
+        try:
+            return self.hosts.rules(url)
+        except LookupError:
+            self.hosts.ensure([host_of(url)], self.politeness)
+            return self.hosts.rules(url)
+
+
+def read_page(url: str, politeness: Politeness, max_bytes: int, hosts: HostCache) -> dict[str, Any]:
+    """GET ``url`` and read its TDMRep signals: a cache row (SCHEMA). Redirects are followed where the
+    target's robots.txt allows it."""
     request = urllib.request.Request(url, headers={
         "User-Agent": f"{politeness.user_agent_token} (rights check; TDMRep page metadata)"})
+    opener = urllib.request.build_opener(_AllowedRedirects(politeness, hosts))
     try:
-        with urllib.request.urlopen(request, timeout=politeness.timeout) as response:
+        with opener.open(request, timeout=politeness.timeout) as response:
             headers = {name: response.headers.get(name) for name in (tdmrep.HEADER, tdmrep.POLICY_HEADER)}
             meta = _head_meta(response, max_bytes) if response.headers.get_content_type() in HTML_TYPES else {}
             status = response.status
@@ -306,5 +330,5 @@ def _ask_host(pages: list[str], politeness: Politeness, settings: PageSettings, 
         if last is not None:
             time.sleep(max(0.0, last + pause - time.monotonic()))
         last = time.monotonic()
-        rows.append(read_page(page, politeness, settings.max_bytes))
+        rows.append(read_page(page, politeness, settings.max_bytes, hosts))
     return rows

@@ -118,6 +118,35 @@ def test_a_page_robots_txt_disallows_is_not_requested(museum, tmp_path):
     assert row["status"] == "pending" and "not requested" in row["detail"] and "robots.txt disallows" in row["detail"]
 
 
+@pytest.fixture
+def elsewhere(tmp_path_factory):
+    """A second host, which pages on the first redirect to: robots.txt disallows /private/ to our token."""
+    root = site(tmp_path_factory.mktemp("elsewhere"), {
+        "robots.txt": b"User-agent: cleanroom\nDisallow: /private/\n",
+        "pages/reserved.html": RESERVED.encode(), "private/page.html": OPEN.encode()})
+    hits: list[str] = []
+    with serve(root, requests=hits) as url:
+        yield url.replace("127.0.0.1", "localhost"), hits  # another host name for the same loopback
+
+
+def test_a_redirect_is_followed_only_where_the_targets_robots_txt_allows(museum, elsewhere, tmp_path):
+    url, hits = museum
+    other, other_hits = elsewhere
+    targets = {"same-host-private": "redirect/private/page.html",
+               "other-host-reserved": f"redirect/{other}pages/reserved.html",
+               "other-host-private": f"redirect/{other}private/page.html"}
+    table = pa.table({"key": list(targets), "url": [f"{url}img/{i}.jpg" for i in range(len(targets))],
+                      "page_url": [url + path for path in targets.values()]})
+    left, decided = steps.before_fetch(table, checks(tmp_path), 2, "cleanroom")
+    assert {r["key"]: r["reason"] for r in decided.to_pylist()} == {"other-host-reserved": "tdm_reserved"}
+    assert "/private/page.html" not in hits and "/private/page.html" not in other_hits
+    assert other_hits.count("/robots.txt") == 1 and "/pages/reserved.html" in other_hits
+    rows = {r["key"]: r for r in checks(tmp_path)[1](record_table(table)).to_pylist()}
+    for key in ("same-host-private", "other-host-private"):
+        assert rows[key]["status"] == "pending"
+        assert "not followed" in rows[key]["detail"] and "robots.txt disallows" in rows[key]["detail"]
+
+
 def test_no_page_is_requested_when_the_check_is_off(museum, tmp_path):
     url, hits = museum
     left, decided = steps.before_fetch(candidates(url), checks(tmp_path, page_meta=False), 2, "cleanroom")

@@ -216,8 +216,10 @@ def test_a_bucketed_schedule_from_the_cache_sees_what_encoding_on_the_fly_sees(b
     seen: dict[str, list] = {"fly": [], "cache": []}
     runs = {}
     for name, folder in (("fly", None), ("cache", bucketed)):
-        runs[name] = train("diffusion", scheduled(mixed, vae_folder, folder), tmp_path / name,
-                           on_batch=lambda b, n=name: seen[n].append((b["keys"], tuple(b["bucket"]), b["dropped"].tolist())))
+        def record(batch, name=name):
+            seen[name].append((batch["keys"], tuple(batch["bucket"]), batch["dropped"].tolist()))
+
+        runs[name] = train("diffusion", scheduled(mixed, vae_folder, folder), tmp_path / name, on_batch=record)
     assert seen["cache"] == seen["fly"]
     assert [bucket for _, bucket, _ in seen["cache"]][:2] == [(32, 32)] * 2
     assert {bucket for _, bucket, _ in seen["cache"][2:]} <= {(48, 32), (32, 48)}

@@ -4,6 +4,7 @@ import argparse
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from curate.cli import main
@@ -41,3 +42,11 @@ def test_config_errors_exit_2_with_the_file_named(tmp_path: Path, capsys):
     assert main(["train", "autoencoder", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "autoencoder: Field required" in err
+
+
+@pytest.mark.parametrize("option", ["--images-per-prompt", "--batch-size"])
+def test_sampling_counts_below_one_are_refused_naming_the_option(option: str, tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["sample", str(tmp_path), "--prompt", "a red square", "--out", str(tmp_path / "out"), option, "0"])
+    assert exit_.value.code == 2 and f"argument {option}: 0: at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
