@@ -3,7 +3,7 @@
 Serves the files of a directory on 127.0.0.1, plus routes that misbehave on request:
 
 - ``/status/<code>``: answers that HTTP status;
-- ``/redirect/<path>``: answers 302 to ``/<path>`` (to ``<path>`` itself when it is an http(s) URL);
+- ``/redirect/<path>``: answers 302 to ``/<path>`` (to ``<path>`` itself when it is a URL);
 - ``/slow/<seconds>/<path>``: sleeps (at most ``MAX_SLEEP_S``), then serves ``<path>``;
 - ``/noai/<path>``: serves ``<path>`` with ``X-Robots-Tag: noai`` (a site opting out);
 - ``/tdm/<path>``: serves ``<path>`` with ``tdm-reservation: 1`` and a ``tdm-policy`` pointing at
@@ -40,7 +40,7 @@ class _Handler(SimpleHTTPRequestHandler):
             self._status(rest)
         elif route == "redirect":
             self.send_response(HTTPStatus.FOUND)
-            self.send_header("Location", rest if rest.startswith(("http://", "https://")) else "/" + rest)
+            self.send_header("Location", rest if "://" in rest else "/" + rest)
             self.send_header("Content-Length", "0")
             self.end_headers()
         elif route == "noai":

@@ -8,8 +8,8 @@ shard, one cache shard (webdataset) whose samples keep the source's key and carr
                          distribution (mean and log-variance, DiagonalGaussian parameters) of `variants`
                          augmented views, (variants, 2 x channels, H / f, W / f): view v is the crop
                          and flip the on-the-fly stream makes at that size in epoch v
-    KEY.size.json     the image's stored width and height (from its json, else its header), which
-                      pick its bucket
+    KEY.size.json     in a cache for a run with buckets: the image's stored width and height (from
+                      its json, else its header), which pick its bucket
     KEY.states.npy    the text encoder's states of the caption, (tokens, width)
     KEY.json          the source sample's provenance json, byte for byte (license fields included)
     KEY.txt           its caption
@@ -235,7 +235,7 @@ class Pending:
     """A sample read for the cache: its raw fields, stored (width, height), and its views per size."""
 
     raw: dict[str, Any]
-    stored: tuple[int, int]
+    stored: tuple[int, int] | None  # read only when the run has buckets
     views: dict[tuple[int, int], torch.Tensor]
 
 
@@ -317,8 +317,10 @@ class Builder:
         if "json" not in raw:
             raise ValueError(f"sample {raw['__key__']} in {raw.get('__url__')}: no json provenance; a cached sample "
                              f"carries its license record")
-        stored = data.stored_size(raw, data.image_field(raw))
-        sizes = list(dict.fromkeys(decoder.fit(*stored) for decoder in self.decoders))
+        # Only a bucketed run reads the stored size (its json or image header), as the image stream does.
+        bucketed = any(decoder.buckets for decoder in self.decoders)
+        stored = data.stored_size(raw, data.image_field(raw)) if bucketed else None
+        sizes = list(dict.fromkeys(decoder.size(raw) for decoder in self.decoders))
         decoder = self.decoders[0]
         views = {size: torch.stack([decoder.pixels(raw, view, size) for view in range(self.job.variants)])
                  for size in sizes}
@@ -332,8 +334,9 @@ class Builder:
         for number, (pending, text) in enumerate(zip(batch, states)):
             latents = {latents_field(size): _npy(distributions[number, size].numpy().astype(dtype))
                        for size in pending.views}
-            size = json.dumps({"width": pending.stored[0], "height": pending.stored[1]}).encode()
-            yield {"__key__": pending.raw["__key__"], **latents, SIZE: size, STATES: _npy(text.numpy().astype(dtype)),
+            if pending.stored is not None:
+                latents[SIZE] = json.dumps({"width": pending.stored[0], "height": pending.stored[1]}).encode()
+            yield {"__key__": pending.raw["__key__"], **latents, STATES: _npy(text.numpy().astype(dtype)),
                    "json": pending.raw["json"], "txt": pending.raw.get("txt", b"")}
 
     def _distributions(self, batch: list[Pending]) -> dict[tuple[int, tuple[int, int]], torch.Tensor]:
@@ -386,6 +389,17 @@ def _differing(what: str, built: Any, used: Any) -> list[str]:
     return [f"{what}: the cache has {built}, this run {used}"]
 
 
+def _differing_augment(built: Augment, config: TrainConfig) -> list[str]:
+    """The crop and flip settings, and the seed when it draws them (random crops or flips)."""
+    used = Augment.of(config)
+    problems = [f"data.{name}: the cache has {getattr(built, name)!r}, this run {getattr(used, name)!r}"
+                for name in ("crop", "flip") if getattr(built, name) != getattr(used, name)]
+    if (used.crop == "random" or used.flip) and built.seed != used.seed:
+        problems.append(f"seed: the cache's random crops and flips were drawn with seed {built.seed}, this run's "
+                        f"with {used.seed}")
+    return problems
+
+
 def open_cache(config: TrainConfig, shards: list[str], vae_path: Path, vae: torch.nn.Module,
                encoder: models.ConditioningEncoder) -> Cache:
     """The cache of `data.cache`, after checking it fits this run: same encoders, same augmentation settings,
@@ -397,9 +411,7 @@ def open_cache(config: TrainConfig, shards: list[str], vae_path: Path, vae: torc
     check_cacheable(config)
     problems = (_differing("autoencoder", built.autoencoder, autoencoder_identity(vae_path, vae))
                 + _differing("text encoder", built.text_encoder, text_identity(conditioning, encoder))
-                + [f"data.{name}: the cache has {value!r}, this run {getattr(config.data, name)!r}"
-                   for name, value in built.augment.model_dump().items()
-                   if name != "seed" and getattr(config.data, name) != value]
+                + _differing_augment(built.augment, config)
                 + [f"{where}: {Geometry.of(settings)} not cached" for where, settings in run_settings(config)
                    if Geometry.of(settings) not in built.geometries])
     if problems:
@@ -434,15 +446,18 @@ class Decoder:
 
     def size(self, raw: dict[str, Any]) -> tuple[int, int]:
         if self.config.buckets is None:
-            return self.sizes.fit(0, 0)
+            return self.config.resolution, self.config.resolution
         where = f"cache sample {raw['__key__']} in {raw.get('__url__')}: field {SIZE}"
         if SIZE not in raw:
             raise ValueError(f"{where}: missing")
         try:
             stored = json.loads(raw[SIZE])
-            return self.sizes.fit(int(stored["width"]), int(stored["height"]))
+            width, height = int(stored["width"]), int(stored["height"])
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{where}: {e!r}") from e
+        if width <= 0 or height <= 0:
+            raise ValueError(f"{where}: {width}x{height} is not an image size")
+        return self.sizes.fit(width, height)
 
     def __call__(self, raw: dict[str, Any], epoch: int) -> dict[str, Any]:
         key = raw["__key__"]

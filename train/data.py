@@ -234,7 +234,7 @@ class Decoder:
     def size(self, raw: dict[str, Any]) -> tuple[int, int]:
         """The (width, height) this sample trains at (its image is read only for its size, if at all)."""
         if self.buckets is None:
-            return self.fit(0, 0)
+            return self.config.resolution, self.config.resolution
         return self.fit(*stored_size(raw, image_field(raw)))
 
     def pixels(self, raw: dict[str, Any], epoch: int, size: tuple[int, int] | None = None) -> torch.Tensor:

@@ -151,6 +151,11 @@ class HostRules:
         return tdmrep.matching(rules, path or "/"), None
 
 
+def fetch_rules(host: str, politeness: Politeness) -> HostRules:
+    """A host's rules asked now and kept by the caller only (a redirect's target host, not in the run's cache)."""
+    return HostRules(_host_row(host, politeness))
+
+
 class HostCache:
     """The run's cached host rules under ``folder``: fetched for new hosts, read for known ones."""
 

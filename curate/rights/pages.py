@@ -11,8 +11,10 @@ Politeness, as for the host files (``curate.rights.hosts``): a User-Agent naming
 token, the fetch timeout, the page host's robots.txt (a page it disallows to our token,
 or a host whose robots.txt could not be read, is not requested), one request at a time per
 host with ``interval`` seconds between them (longer when robots.txt asks for a
-Crawl-delay), hosts in parallel. Only the head is read: the body is streamed and parsing
-stops at ``</head>`` or ``<body>``, or after ``max_bytes``.
+Crawl-delay), hosts in parallel. A redirect is followed only to an http(s) URL its host's
+robots.txt allows (a host the run has not cached is asked once per batch of pages). Only the
+head is read: the body is streamed and parsing stops at ``</head>`` or ``<body>``, or after
+``max_bytes``.
 
 The cache is read per block, never whole: ``before_fetch`` finds the source's pages not
 cached yet with DuckDB (an anti join, which spills), asks them, writing a part file every
@@ -28,6 +30,7 @@ from __future__ import annotations
 import bisect
 import codecs
 import hashlib
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,7 +48,7 @@ import pyarrow.parquet as pq
 
 from curate.io import atomic_path
 from curate.rights import tdmrep
-from curate.rights.hosts import PARALLEL_HOSTS, HostCache, HostRules, Politeness, host_of, is_web
+from curate.rights.hosts import PARALLEL_HOSTS, HostCache, HostRules, Politeness, fetch_rules, host_of, is_web
 
 GROUP_ROWS = 128
 CHUNK_PAGES = 2_000  # pages asked between two writes of the cache
@@ -91,34 +94,51 @@ class _HeadParser(HTMLParser):
             self.done = True
 
 
-class _AllowedRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect only to a URL the target host's robots.txt lets our token read (a host not seen
-    yet has its robots.txt and tdmrep.json fetched into the run's host cache first)."""
+class RedirectTargets:
+    """The rules of hosts that pages redirect to: the run's host cache, else asked once per host and kept here
+    for one batch of pages (the threads asking hosts in parallel share it; nothing is written to the cache)."""
 
     def __init__(self, politeness: Politeness, hosts: HostCache):
         self.politeness, self.hosts = politeness, hosts
+        self._asked: dict[str, HostRules] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
-        if is_web(newurl):
-            refusal = self._rules(newurl).robots_refusal(newurl, [self.politeness.user_agent_token])
-            if refusal is not None:
-                raise urllib.error.URLError(f"redirect to {newurl} not followed: {refusal}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-    def _rules(self, url: str) -> HostRules:
+    def rules(self, url: str) -> HostRules:
         try:
             return self.hosts.rules(url)
         except LookupError:
-            self.hosts.ensure([host_of(url)], self.politeness)
-            return self.hosts.rules(url)
+            pass
+        host = host_of(url)
+        with self._lock:
+            lock = self._locks.setdefault(host, threading.Lock())
+        with lock:  # one request per host however many pages redirect there at once
+            if host not in self._asked:
+                self._asked[host] = fetch_rules(host, self.politeness)
+            return self._asked[host]
 
 
-def read_page(url: str, politeness: Politeness, max_bytes: int, hosts: HostCache) -> dict[str, Any]:
+class _AllowedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to an http(s) URL the target host's robots.txt lets our token read."""
+
+    def __init__(self, politeness: Politeness, targets: RedirectTargets):
+        self.politeness, self.targets = politeness, targets
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
+        if not is_web(newurl):  # urllib would follow ftp://
+            raise urllib.error.URLError(f"redirect to {newurl} not followed: not an http(s) URL")
+        refusal = self.targets.rules(newurl).robots_refusal(newurl, [self.politeness.user_agent_token])
+        if refusal is not None:
+            raise urllib.error.URLError(f"redirect to {newurl} not followed: {refusal}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def read_page(url: str, politeness: Politeness, max_bytes: int, targets: RedirectTargets) -> dict[str, Any]:
     """GET ``url`` and read its TDMRep signals: a cache row (SCHEMA). Redirects are followed where the
     target's robots.txt allows it."""
     request = urllib.request.Request(url, headers={
         "User-Agent": f"{politeness.user_agent_token} (rights check; TDMRep page metadata)"})
-    opener = urllib.request.build_opener(_AllowedRedirects(politeness, hosts))
+    opener = urllib.request.build_opener(_AllowedRedirects(politeness, targets))
     try:
         with opener.open(request, timeout=politeness.timeout) as response:
             headers = {name: response.headers.get(name) for name in (tdmrep.HEADER, tdmrep.POLICY_HEADER)}
@@ -311,13 +331,14 @@ def _ask(pages: list[str], politeness: Politeness, settings: PageSettings, hosts
     by_host: dict[str, list[str]] = {}
     for page in pages:
         by_host.setdefault(host_of(page), []).append(page)
+    targets = RedirectTargets(politeness, hosts)
     with ThreadPoolExecutor(min(PARALLEL_HOSTS, len(by_host))) as pool:
-        asked = pool.map(lambda listed: _ask_host(listed, politeness, settings, hosts), by_host.values())
+        asked = pool.map(lambda listed: _ask_host(listed, politeness, settings, hosts, targets), by_host.values())
         return [row for rows in asked for row in rows]
 
 
-def _ask_host(pages: list[str], politeness: Politeness, settings: PageSettings, hosts: HostCache
-              ) -> list[dict[str, Any]]:
+def _ask_host(pages: list[str], politeness: Politeness, settings: PageSettings, hosts: HostCache,
+              targets: RedirectTargets) -> list[dict[str, Any]]:
     """One host's pages, one after another, ``settings.interval`` (or its Crawl-delay) apart."""
     rules = hosts.rules(pages[0])
     pause = max(settings.interval, rules.crawl_delay(politeness.user_agent_token) or 0.0)
@@ -330,5 +351,5 @@ def _ask_host(pages: list[str], politeness: Politeness, settings: PageSettings, 
         if last is not None:
             time.sleep(max(0.0, last + pause - time.monotonic()))
         last = time.monotonic()
-        rows.append(read_page(page, politeness, settings.max_bytes, hosts))
+        rows.append(read_page(page, politeness, settings.max_bytes, targets))
     return rows

@@ -134,7 +134,8 @@ def test_a_redirect_is_followed_only_where_the_targets_robots_txt_allows(museum,
     other, other_hits = elsewhere
     targets = {"same-host-private": "redirect/private/page.html",
                "other-host-reserved": f"redirect/{other}pages/reserved.html",
-               "other-host-private": f"redirect/{other}private/page.html"}
+               "other-host-private": f"redirect/{other}private/page.html",
+               "not-the-web": "redirect/ftp://127.0.0.1:9/page.html"}
     table = pa.table({"key": list(targets), "url": [f"{url}img/{i}.jpg" for i in range(len(targets))],
                       "page_url": [url + path for path in targets.values()]})
     left, decided = steps.before_fetch(table, checks(tmp_path), 2, "cleanroom")
@@ -145,6 +146,7 @@ def test_a_redirect_is_followed_only_where_the_targets_robots_txt_allows(museum,
     for key in ("same-host-private", "other-host-private"):
         assert rows[key]["status"] == "pending"
         assert "not followed" in rows[key]["detail"] and "robots.txt disallows" in rows[key]["detail"]
+    assert "not followed: not an http(s) URL" in rows["not-the-web"]["detail"]
 
 
 def test_no_page_is_requested_when_the_check_is_off(museum, tmp_path):

@@ -19,7 +19,7 @@ from train import cache, data, models
 from train.config import BucketConfig, Phase
 from train.loop import Run, train
 
-from trained import CORRUPT_KEY, tiny_config, write_shards
+from trained import CORRUPT_KEY, MIXED_SIZES, tiny_config, write_shards
 
 VARIANTS = 2
 
@@ -67,7 +67,7 @@ def test_cache_shards_keep_keys_and_provenance_and_hold_each_views_distribution(
     assert cached[f"{key}.json"] == source[f"{key}.json"] and json.loads(cached[f"{key}.json"])["license"] == "CC0-1.0"
     assert cached[f"{key}.txt"] == source[f"{key}.txt"]
     assert {name.split(".", 1)[1] for name in cached if name.startswith(key)} == {
-        "latents.32x32.npy", "size.json", "states.npy", "json", "txt"}
+        "latents.32x32.npy", "states.npy", "json", "txt"}  # a square run needs no stored size
     views = np.load(io.BytesIO(cached[f"{key}.latents.32x32.npy"]))
     states = np.load(io.BytesIO(cached[f"{key}.states.npy"]))
     assert views.shape == (VARIANTS, 8, 8, 8) and states.shape == (77, 32)  # mean and log-variance of 4 channels
@@ -111,9 +111,12 @@ def test_a_cache_of_other_encoders_or_settings_is_refused_by_name(built: Path, s
     other = random_autoencoder(1)
     with pytest.raises(ConfigError, match=f"autoencoder: the cache has name='{vae_folder}'"):
         Run("diffusion", config_for(shards, other, built), tmp_path / "a", resume=False)
+    reseeded = config_for(shards, vae_folder, built).model_copy(update={"seed": 5})
     with pytest.raises(ConfigError, match="text encoder: the cache has name='open_clip cleanroom-tiny-text"):
-        Run("diffusion", config_for(shards, vae_folder, built).model_copy(update={"seed": 5}), tmp_path / "b",
-            resume=False)
+        Run("diffusion", reseeded, tmp_path / "b", resume=False)
+    with pytest.raises(ConfigError, match="seed: the cache's random crops and flips were drawn with seed 0, this "
+                                          "run's with 5"):
+        Run("diffusion", reseeded, tmp_path / "b", resume=False)
     small = config_for(shards, vae_folder, built)
     small = small.model_copy(update={"data": small.data.model_copy(update={"resolution": 16})})
     with pytest.raises(ConfigError, match=r"data: 16 px squares not cached; the cache holds 32 px squares\)"):
@@ -204,6 +207,8 @@ def test_a_cache_for_a_schedule_holds_each_samples_views_at_every_size_it_trains
         bucket = (48, 32) if key == "mixed-000" else (32, 48)
         assert sorted(n for n in cached if n.startswith(f"{key}.latents")) == sorted(
             {f"{key}.latents.32x32.npy", f"{key}.latents.{bucket[0]}x{bucket[1]}.npy"})
+        stored = MIXED_SIZES[0] if key == "mixed-000" else MIXED_SIZES[1]
+        assert json.loads(cached[f"{key}.size.json"]) == {"width": stored[0], "height": stored[1]}
         views = np.load(io.BytesIO(cached[f"{key}.latents.{bucket[0]}x{bucket[1]}.npy"]))
         assert views.shape == (VARIANTS, 8, bucket[1] // 4, bucket[0] // 4)
         with torch.no_grad():
