@@ -12,7 +12,8 @@ token, the fetch timeout, the page host's robots.txt (a page it disallows to our
 or a host whose robots.txt could not be read, is not requested), one request at a time per
 host with ``interval`` seconds between them (longer when robots.txt asks for a
 Crawl-delay), hosts in parallel. A redirect is followed only to an http(s) URL its host's
-robots.txt allows (a host the run has not cached is asked once per batch of pages). Only the
+robots.txt allows (a host the run has not cached is asked once per batch of pages), at the same
+pace per target host. Only the
 head is read: the body is streamed and parsing stops at ``</head>`` or ``<body>``, or after
 ``max_bytes``.
 
@@ -95,14 +96,29 @@ class _HeadParser(HTMLParser):
 
 
 class RedirectTargets:
-    """The rules of hosts that pages redirect to: the run's host cache, else asked once per host and kept here
-    for one batch of pages (the threads asking hosts in parallel share it; nothing is written to the cache)."""
+    """The hosts that pages redirect to, shared by the threads asking hosts in parallel for one batch of pages:
+    their rules (the run's host cache, else asked once per host and kept here; nothing is written to the
+    cache), and their pace (many pages' redirects to one host, say a handle or DOI resolver, are spaced as
+    one host's pages are)."""
 
-    def __init__(self, politeness: Politeness, hosts: HostCache):
-        self.politeness, self.hosts = politeness, hosts
+    def __init__(self, politeness: Politeness, hosts: HostCache, interval: float):
+        self.politeness, self.hosts, self.interval = politeness, hosts, interval
         self._asked: dict[str, HostRules] = {}
+        self._next: dict[str, float] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
+
+    def _host_lock(self, host: str) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(host, threading.Lock())
+
+    def pace(self, url: str) -> None:
+        """Wait until ``url``'s host may be asked again: ``interval`` (or its Crawl-delay) after the last time."""
+        host = host_of(url)
+        pause = max(self.interval, self.rules(url).crawl_delay(self.politeness.user_agent_token) or 0.0)
+        with self._host_lock(host):  # held while waiting: one redirect at a time per host
+            time.sleep(max(0.0, self._next.get(host, 0.0) - time.monotonic()))
+            self._next[host] = time.monotonic() + pause
 
     def rules(self, url: str) -> HostRules:
         try:
@@ -110,9 +126,7 @@ class RedirectTargets:
         except LookupError:
             pass
         host = host_of(url)
-        with self._lock:
-            lock = self._locks.setdefault(host, threading.Lock())
-        with lock:  # one request per host however many pages redirect there at once
+        with self._host_lock(host):  # one request per host however many pages redirect there at once
             if host not in self._asked:
                 self._asked[host] = fetch_rules(host, self.politeness)
             return self._asked[host]
@@ -130,6 +144,7 @@ class _AllowedRedirects(urllib.request.HTTPRedirectHandler):
         refusal = self.targets.rules(newurl).robots_refusal(newurl, [self.politeness.user_agent_token])
         if refusal is not None:
             raise urllib.error.URLError(f"redirect to {newurl} not followed: {refusal}")
+        self.targets.pace(newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -331,7 +346,7 @@ def _ask(pages: list[str], politeness: Politeness, settings: PageSettings, hosts
     by_host: dict[str, list[str]] = {}
     for page in pages:
         by_host.setdefault(host_of(page), []).append(page)
-    targets = RedirectTargets(politeness, hosts)
+    targets = RedirectTargets(politeness, hosts, settings.interval)
     with ThreadPoolExecutor(min(PARALLEL_HOSTS, len(by_host))) as pool:
         asked = pool.map(lambda listed: _ask_host(listed, politeness, settings, hosts, targets), by_host.values())
         return [row for rows in asked for row in rows]

@@ -149,6 +149,22 @@ def test_a_redirect_is_followed_only_where_the_targets_robots_txt_allows(museum,
     assert "not followed: not an http(s) URL" in rows["not-the-web"]["detail"]
 
 
+def test_redirects_to_one_host_are_spaced_as_that_hosts_pages_are(museum, elsewhere, tmp_path, monkeypatch):
+    from curate.rights import pages
+
+    url, _ = museum
+    other, other_hits = elsewhere
+    waits: list[float] = []
+    monkeypatch.setattr(pages.time, "sleep", waits.append)  # the waits asked for, none waited
+    table = pa.table({"key": ["one", "two"], "url": [url + "img/0.jpg", url + "img/1.jpg"],
+                      "page_url": [f"{url}redirect/{other}pages/reserved.html",
+                                   f"{url}redirect/{other}pages/reserved.html?again"]})
+    _, decided = steps.before_fetch(table, checks(tmp_path, page_interval=30), 2, "cleanroom")
+    assert decided.num_rows == 2 and other_hits.count("/pages/reserved.html") == 1
+    # One wait between the first host's two pages, one before the second redirect to the other host.
+    assert len([w for w in waits if w > 25]) == 2
+
+
 def test_no_page_is_requested_when_the_check_is_off(museum, tmp_path):
     url, hits = museum
     left, decided = steps.before_fetch(candidates(url), checks(tmp_path, page_meta=False), 2, "cleanroom")
