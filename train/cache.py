@@ -113,9 +113,9 @@ def run_settings(config: TrainConfig) -> list[tuple[str, DataConfig]]:
 def run_geometries(config: TrainConfig) -> list[Geometry]:
     """Every geometry of the run, each once, in schedule order."""
     found: list[Geometry] = []
-    for _, settings in run_settings(config):
-        if Geometry.of(settings) not in found:
-            found.append(Geometry.of(settings))
+    for geometry in (Geometry.of(settings) for _, settings in run_settings(config)):
+        if geometry not in found:
+            found.append(geometry)
     return found
 
 
@@ -320,7 +320,7 @@ class Builder:
         # Only a bucketed run reads the stored size (its json or image header), as the image stream does.
         bucketed = any(decoder.buckets for decoder in self.decoders)
         stored = data.stored_size(raw, data.image_field(raw)) if bucketed else None
-        sizes = list(dict.fromkeys(decoder.size(raw) for decoder in self.decoders))
+        sizes = list(dict.fromkeys(decoder.fit(*stored) if stored else decoder.size(raw) for decoder in self.decoders))
         decoder = self.decoders[0]
         views = {size: torch.stack([decoder.pixels(raw, view, size) for view in range(self.job.variants)])
                  for size in sizes}

@@ -13,9 +13,8 @@ or a host whose robots.txt could not be read, is not requested), one request at 
 host with ``interval`` seconds between them (longer when robots.txt asks for a
 Crawl-delay), hosts in parallel. A redirect is followed only to an http(s) URL its host's
 robots.txt allows (a host the run has not cached is asked once per batch of pages), at the same
-pace per target host. Only the
-head is read: the body is streamed and parsing stops at ``</head>`` or ``<body>``, or after
-``max_bytes``.
+pace per target host. Only the head is read: the body is streamed and parsing stops at
+``</head>`` or ``<body>``, or after ``max_bytes``.
 
 The cache is read per block, never whole: ``before_fetch`` finds the source's pages not
 cached yet with DuckDB (an anti join, which spills), asks them, writing a part file every
@@ -95,6 +94,11 @@ class _HeadParser(HTMLParser):
             self.done = True
 
 
+def _pause(interval: float, rules: HostRules, politeness: Politeness) -> float:
+    """Seconds between two requests to one host: ``interval``, or the longer Crawl-delay its robots.txt asks."""
+    return max(interval, rules.crawl_delay(politeness.user_agent_token) or 0.0)
+
+
 class RedirectTargets:
     """The hosts that pages redirect to, shared by the threads asking hosts in parallel for one batch of pages:
     their rules (the run's host cache, else asked once per host and kept here; nothing is written to the
@@ -112,10 +116,11 @@ class RedirectTargets:
         with self._lock:
             return self._locks.setdefault(host, threading.Lock())
 
-    def pace(self, url: str) -> None:
-        """Wait until ``url``'s host may be asked again: ``interval`` (or its Crawl-delay) after the last time."""
+    def pace(self, url: str, rules: HostRules) -> None:
+        """Wait until ``url``'s host (whose ``rules`` these are) may be asked again: ``interval`` (or its
+        Crawl-delay) after the last time."""
         host = host_of(url)
-        pause = max(self.interval, self.rules(url).crawl_delay(self.politeness.user_agent_token) or 0.0)
+        pause = _pause(self.interval, rules, self.politeness)
         with self._host_lock(host):  # held while waiting: one redirect at a time per host
             time.sleep(max(0.0, self._next.get(host, 0.0) - time.monotonic()))
             self._next[host] = time.monotonic() + pause
@@ -135,16 +140,17 @@ class RedirectTargets:
 class _AllowedRedirects(urllib.request.HTTPRedirectHandler):
     """Follows a redirect only to an http(s) URL the target host's robots.txt lets our token read."""
 
-    def __init__(self, politeness: Politeness, targets: RedirectTargets):
-        self.politeness, self.targets = politeness, targets
+    def __init__(self, targets: RedirectTargets):
+        self.targets = targets
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
         if not is_web(newurl):  # urllib would follow ftp://
             raise urllib.error.URLError(f"redirect to {newurl} not followed: not an http(s) URL")
-        refusal = self.targets.rules(newurl).robots_refusal(newurl, [self.politeness.user_agent_token])
+        rules = self.targets.rules(newurl)
+        refusal = rules.robots_refusal(newurl, [self.targets.politeness.user_agent_token])
         if refusal is not None:
             raise urllib.error.URLError(f"redirect to {newurl} not followed: {refusal}")
-        self.targets.pace(newurl)
+        self.targets.pace(newurl, rules)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -153,7 +159,7 @@ def read_page(url: str, politeness: Politeness, max_bytes: int, targets: Redirec
     target's robots.txt allows it."""
     request = urllib.request.Request(url, headers={
         "User-Agent": f"{politeness.user_agent_token} (rights check; TDMRep page metadata)"})
-    opener = urllib.request.build_opener(_AllowedRedirects(politeness, targets))
+    opener = urllib.request.build_opener(_AllowedRedirects(targets))
     try:
         with opener.open(request, timeout=politeness.timeout) as response:
             headers = {name: response.headers.get(name) for name in (tdmrep.HEADER, tdmrep.POLICY_HEADER)}
@@ -356,7 +362,7 @@ def _ask_host(pages: list[str], politeness: Politeness, settings: PageSettings, 
               targets: RedirectTargets) -> list[dict[str, Any]]:
     """One host's pages, one after another, ``settings.interval`` (or its Crawl-delay) apart."""
     rules = hosts.rules(pages[0])
-    pause = max(settings.interval, rules.crawl_delay(politeness.user_agent_token) or 0.0)
+    pause = _pause(settings.interval, rules, politeness)
     rows, last = [], None
     for page in pages:
         refusal = rules.robots_refusal(page, [politeness.user_agent_token])
